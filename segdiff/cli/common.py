@@ -1,0 +1,45 @@
+"""What every subcommand shares: the console and the translation of bad input to exit 2."""
+
+import functools
+import textwrap
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+
+from segdiff.errors import SegDiffInputError
+
+console = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a one-paragraph error and return the Exit(2) to raise."""
+    console.print(textwrap.fill(f"Error: {message}", width=100), markup=False, style="red")
+    return typer.Exit(code=2)
+
+
+def reports_input_errors(command: F) -> F:
+    """Turn SegDiffInputError raised anywhere below a command into a message and exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except SegDiffInputError as err:
+            raise fail(str(err)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` arguments to a dict (values stay strings; recipes parse them)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SegDiffInputError(f"overrides are KEY=VALUE, got {pair!r}")
+        overrides[key.strip()] = value
+    return overrides

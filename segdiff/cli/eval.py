@@ -1,0 +1,8 @@
+"""`segdiff eval` (not built yet)."""
+
+from segdiff.cli.common import fail
+
+
+def command() -> None:
+    """Not available yet in this version of segdiff."""
+    raise fail("'segdiff eval' is not available yet in this version of segdiff.")

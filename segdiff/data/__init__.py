@@ -1,0 +1,1 @@
+"""Datasets: the prepared format, converters from public benchmarks, synthetic shapes."""

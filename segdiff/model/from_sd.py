@@ -1,0 +1,94 @@
+"""A fresh segdiff model from Stable Diffusion 2 (DESIGN §4).
+
+SD's UNet takes 4 latent channels; segdiff's takes 8 (image latent + noisy mask latent). The
+first convolution keeps SD's weights for both halves, halved, so at step 0 the UNet sees the
+average of the two latents through SD's own filters instead of a random projection.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from torch import nn
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from segdiff.errors import SegDiffInputError
+from segdiff.model.cam import ContentAttentionModule
+
+SD2_HUB_ID = "stabilityai/stable-diffusion-2"
+SD2_SUBFOLDERS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
+
+
+def expand_conv_in(unet: UNet2DConditionModel, copies: int = 2) -> UNet2DConditionModel:
+    """Widen ``conv_in`` to ``copies`` x its input channels: weights repeated, divided by copies."""
+    old = unet.conv_in
+    new = nn.Conv2d(
+        old.in_channels * copies,
+        old.out_channels,
+        kernel_size=old.kernel_size,
+        stride=old.stride,
+        padding=old.padding,
+    ).to(device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(old.weight.repeat(1, copies, 1, 1) / copies)
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=new.in_channels)
+    return unet
+
+
+def inference_scheduler(config: dict[str, Any]) -> DDIMScheduler:
+    """DDIM with trailing spacing, so that even 1 step starts from the real noise level."""
+    return DDIMScheduler.from_config(config, timestep_spacing="trailing")
+
+
+def components_from_stable_diffusion(
+    sd_name_or_path: str | Path = SD2_HUB_ID,
+    torch_dtype: torch.dtype | None = None,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """Load SD2's parts (safetensors only) and add an 8-channel conv_in and a new CAM."""
+    path = Path(sd_name_or_path)
+    if path.is_dir():
+        missing = [name for name in SD2_SUBFOLDERS if not (path / name).is_dir()]
+        if missing:
+            raise SegDiffInputError(
+                f"{path} is not a Stable Diffusion folder: missing {', '.join(missing)} "
+                f"(expected subfolders {', '.join(SD2_SUBFOLDERS)})"
+            )
+    common = {"cache_dir": cache_dir}
+    weights = {**common, "use_safetensors": True, "torch_dtype": torch_dtype}
+    try:
+        unet = UNet2DConditionModel.from_pretrained(sd_name_or_path, subfolder="unet", **weights)
+        vae = AutoencoderKL.from_pretrained(sd_name_or_path, subfolder="vae", **weights)
+        text_encoder = CLIPTextModel.from_pretrained(
+            sd_name_or_path, subfolder="text_encoder", **weights
+        )
+        tokenizer = CLIPTokenizer.from_pretrained(sd_name_or_path, subfolder="tokenizer", **common)
+        scheduler_config = DDIMScheduler.load_config(
+            sd_name_or_path, subfolder="scheduler", **common
+        )
+    except (OSError, ValueError) as err:
+        raise SegDiffInputError(
+            f"cannot load Stable Diffusion from {sd_name_or_path}: {err}"
+        ) from err
+    if unet.config.in_channels != vae.config.latent_channels:
+        raise SegDiffInputError(
+            f"{sd_name_or_path}: the UNet takes {unet.config.in_channels} channels, not the "
+            f"VAE's {vae.config.latent_channels}; is this already a segdiff or inpainting UNet?"
+        )
+    if text_encoder.config.hidden_size != unet.config.cross_attention_dim:
+        raise SegDiffInputError(
+            f"{sd_name_or_path}: text encoder width {text_encoder.config.hidden_size} differs "
+            f"from the UNet's cross-attention width {unet.config.cross_attention_dim}"
+        )
+    cam = ContentAttentionModule(cross_attention_dim=unet.config.cross_attention_dim)
+    return {
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "unet": expand_conv_in(unet),
+        "scheduler": inference_scheduler(scheduler_config),
+        "cam": cam.to(dtype=unet.dtype),
+    }

@@ -1,0 +1,349 @@
+"""SegDiffPipeline: image + ordered class names -> label map, by denoising a depth-coded mask.
+
+One image at a time: the image is resized (aspect kept) and padded to the latent multiple,
+encoded by the VAE once, and every ensemble member denoises its own noise conditioned on that
+latent and on the CAM tokens of the classes. Members run in batches; each decoded gray map
+snaps to class indices (depth coding), and members vote per pixel.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from segdiff import depth_coding
+from segdiff.errors import SegDiffInputError
+from segdiff.model.cam import ContentAttentionModule
+from segdiff.model.text import DEFAULT_PROMPT_TEMPLATE, ClassEmbedder, check_class_names
+
+# A class counts as found in a first-pass chunk when it covers at least this pixel fraction.
+FOUND_FRACTION = 0.002
+
+
+@dataclass
+class SegDiffOutput(BaseOutput):
+    """Per input image: labels (uint8, class index, 255 = none), the gray map the model drew
+    (0..255, members that kept the given class order, averaged), uncertainty (1 - winning vote
+    share, 0..1) and the pixel fraction of each class."""
+
+    labels: list[np.ndarray]
+    gray: list[np.ndarray]
+    uncertainty: list[np.ndarray]
+    class_fractions: list[dict[str, float]]
+
+
+class SegDiffPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->cam->unet->vae"
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        scheduler: DDIMScheduler,
+        cam: ContentAttentionModule,
+        prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+        default_denoising_steps: int = 10,
+        default_ensemble_size: int = 5,
+        default_processing_resolution: int = 768,
+        max_classes_per_pass: int = 32,
+    ):
+        super().__init__()
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            cam=cam,
+        )
+        self.register_to_config(
+            prompt_template=prompt_template,
+            default_denoising_steps=default_denoising_steps,
+            default_ensemble_size=default_ensemble_size,
+            default_processing_resolution=default_processing_resolution,
+            max_classes_per_pass=max_classes_per_pass,
+        )
+        self.class_embedder = ClassEmbedder(tokenizer, text_encoder, prompt_template)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs):
+        """Load a segdiff model folder or hub id (safetensors only, no remote code)."""
+        check_is_segdiff_model(pretrained_model_name_or_path, kwargs.get("cache_dir"))
+        kwargs.setdefault("use_safetensors", True)
+        kwargs.pop("trust_remote_code", None)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def from_stable_diffusion(cls, sd_name_or_path: str | Path, **kwargs) -> "SegDiffPipeline":
+        """A fresh, untrained segdiff model built from a Stable Diffusion 2 folder or hub id."""
+        from segdiff.model.from_sd import components_from_stable_diffusion
+
+        return cls(**components_from_stable_diffusion(sd_name_or_path, **kwargs))
+
+    @property
+    def latent_multiple(self) -> int:
+        """Image sides must be multiples of this for the VAE and every UNet downsampling."""
+        vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        return vae_factor * unet_factor
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        images: Image.Image | list[Image.Image],
+        classes: list[str],
+        num_inference_steps: int | None = None,
+        ensemble_size: int | None = None,
+        processing_resolution: int | None = None,
+        match_input_resolution: bool = True,
+        batch_size: int = 0,
+        permute_classes: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> SegDiffOutput:
+        """Segment ``images`` into ``classes``.
+
+        Args:
+            num_inference_steps: DDIM steps (default: the model's).
+            ensemble_size: denoising runs per image, combined by per-pixel vote.
+            processing_resolution: long edge the image is resized to; 0 keeps it native.
+            match_input_resolution: return maps at the input size (labels by nearest).
+            batch_size: ensemble members per UNet batch; 0 picks one from free memory.
+            permute_classes: give each member after the first a shuffled class order, so
+                level-specific biases average out in the vote.
+            generator: makes the noise, and so the result, reproducible.
+        """
+        images = [images] if isinstance(images, Image.Image) else list(images)
+        classes = check_class_names(classes)
+        steps = num_inference_steps or self.config.default_denoising_steps
+        members = ensemble_size or self.config.default_ensemble_size
+        resolution = (
+            self.config.default_processing_resolution
+            if processing_resolution is None
+            else processing_resolution
+        )
+        for name, value in (("num_inference_steps", steps), ("ensemble_size", members)):
+            if value < 1:
+                raise SegDiffInputError(f"{name} must be at least 1, got {value}")
+        if batch_size < 0 or resolution < 0:
+            raise SegDiffInputError("batch_size and processing_resolution must be >= 0")
+
+        output = SegDiffOutput(labels=[], gray=[], uncertainty=[], class_fractions=[])
+        for image in images:
+            pixels, valid_size = self._preprocess(image, resolution)
+            image_latent = self._encode(pixels)
+            run = _Run(steps, members, batch_size, permute_classes, generator, valid_size)
+            labels, gray, uncertainty = self._segment_vocabulary(image_latent, classes, run)
+            if match_input_resolution:
+                size = (image.height, image.width)
+                labels = _resize(labels[None].float(), size, "nearest")[0].to(torch.uint8)
+                gray = _resize(gray[None], size, "bilinear")[0]
+                uncertainty = _resize(uncertainty[None], size, "bilinear")[0]
+            labels = labels.cpu().numpy()
+            counts = np.bincount(labels.ravel(), minlength=256)
+            output.labels.append(labels)
+            output.gray.append(gray.cpu().float().numpy())
+            output.uncertainty.append(uncertainty.clamp(0, 1).cpu().float().numpy())
+            output.class_fractions.append(
+                {name: float(counts[k]) / labels.size for k, name in enumerate(classes)}
+            )
+        return output
+
+    def _preprocess(
+        self, image: Image.Image, resolution: int
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """RGB image -> (1, 3, H', W') in [-1, 1]: long edge = resolution, aspect kept, then
+        edge-padded to the latent multiple. Also returns the size before padding, which is
+        what the decoded maps are cropped back to."""
+        array = np.asarray(image.convert("RGB"), dtype=np.float32)
+        pixels = torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1.0
+        if resolution > 0:
+            scale = resolution / max(image.width, image.height)
+            size = (max(1, round(image.height * scale)), max(1, round(image.width * scale)))
+            pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=True)
+        multiple = self.latent_multiple
+        height, width = pixels.shape[-2:]
+        pad_h, pad_w = (-height) % multiple, (-width) % multiple
+        if pad_h or pad_w:
+            pixels = F.pad(pixels, (0, pad_w, 0, pad_h), mode="replicate")
+        return pixels.to(device=self.device, dtype=self.vae.dtype), (height, width)
+
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        latent = self.vae.encode(pixels).latent_dist.mode()
+        return latent * self.vae.config.scaling_factor
+
+    def _segment_vocabulary(
+        self, image_latent: torch.Tensor, classes: list[str], run: "_Run"
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Labels over the whole vocabulary; more classes than one pass holds take two passes.
+
+        Pass 1 segments each chunk of ``max_classes_per_pass`` classes on its own; every class
+        that covers at least FOUND_FRACTION of the image in its chunk goes to pass 2, which
+        segments the image once more with just those classes (the largest ones first if they
+        still overflow a pass). Labels of pass 2 are mapped back to vocabulary indices.
+        """
+        per_pass = self.config.max_classes_per_pass
+        if len(classes) <= per_pass:
+            return self._segment(image_latent, classes, run)
+        found: dict[int, float] = {}
+        for start in range(0, len(classes), per_pass):
+            chunk = classes[start : start + per_pass]
+            labels, _, _ = self._segment(image_latent, chunk, run)
+            fractions = torch.bincount(labels.flatten().long(), minlength=256)[: len(chunk)]
+            fractions = fractions.float() / labels.numel()
+            for k, fraction in enumerate(fractions.tolist()):
+                if fraction >= FOUND_FRACTION:
+                    found[start + k] = fraction
+        kept = sorted(sorted(found, key=found.get, reverse=True)[:per_pass])
+        if not kept:
+            height, width = run.valid_size
+            none = torch.full((height, width), depth_coding.NONE_LABEL, dtype=torch.uint8)
+            return none, torch.zeros(height, width), torch.zeros(height, width)
+        labels, gray, uncertainty = self._segment(image_latent, [classes[k] for k in kept], run)
+        lut = torch.full((256,), depth_coding.NONE_LABEL, dtype=torch.long)
+        lut[: len(kept)] = torch.tensor(kept)
+        # Vocabularies above 255 classes cannot be uint8; callers of huge vocabularies get
+        # int64 labels with 255 still meaning none only below 256 classes.
+        mapped = lut.to(labels.device)[labels.long()]
+        if len(classes) <= 255:
+            mapped = mapped.to(torch.uint8)
+        return mapped, gray, uncertainty
+
+    def _segment(
+        self, image_latent: torch.Tensor, classes: list[str], run: "_Run"
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One pass over at most 255 classes: ensemble, decode, vote."""
+        num_classes = len(classes)
+        depth_coding.check_num_classes(num_classes)
+        orders = run.class_orders(num_classes, self.device)
+        embeddings = self.class_embedder(classes)
+        height, width = run.valid_size
+
+        votes = torch.zeros(num_classes + 1, height, width, device=self.device)
+        gray_sum = torch.zeros(height, width, device=self.device)
+        gray_count = 0
+        batch = run.batch_size or self._auto_batch_size(image_latent, run.members)
+        for start in range(0, run.members, batch):
+            member_orders = orders[start : start + batch]
+            context, mask = self.cam([embeddings[order] for order in member_orders])
+            latents = self._denoise(image_latent, context, mask, run)
+            gray = self._decode_gray(latents)[:, :height, :width]
+            for order, member_gray in zip(member_orders, gray, strict=True):
+                local = depth_coding.decode(member_gray, num_classes).long()
+                # Local index k under this member's order is class order[k]; none votes in
+                # the extra last row.
+                is_none = local == depth_coding.NONE_LABEL
+                index = torch.where(is_none, num_classes, order[local.clamp(max=num_classes - 1)])
+                votes.scatter_add_(0, index[None], torch.ones_like(votes[:1]))
+                if torch.equal(order, orders[0]):
+                    gray_sum += member_gray
+                    gray_count += 1
+        share, winner = votes.max(dim=0)
+        labels = torch.where(winner == num_classes, depth_coding.NONE_LABEL, winner).to(torch.uint8)
+        uncertainty = 1.0 - share / run.members
+        return labels.cpu(), (gray_sum / gray_count).cpu(), uncertainty.cpu()
+
+    def _denoise(
+        self, image_latent: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, run: "_Run"
+    ) -> torch.Tensor:
+        batch = context.shape[0]
+        shape = (batch, self.unet.config.out_channels, *image_latent.shape[-2:])
+        latents = randn_tensor(
+            shape, generator=run.generator, device=self.device, dtype=image_latent.dtype
+        )
+        condition = image_latent.expand(batch, -1, -1, -1)
+        self.scheduler.set_timesteps(run.steps, device=self.device)
+        for t in self.scheduler.timesteps:
+            unet_input = torch.cat([condition, latents], dim=1)
+            prediction = self.unet(
+                unet_input, t, encoder_hidden_states=context, encoder_attention_mask=mask
+            ).sample
+            latents = self.scheduler.step(prediction, t, latents).prev_sample
+        return latents
+
+    def _decode_gray(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> gray maps on the 0..255 scale (mean of the 3 decoded channels)."""
+        decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        return ((decoded.float().mean(dim=1) + 1.0) * 127.5).clamp(0, 255)
+
+    def _auto_batch_size(self, image_latent: torch.Tensor, members: int) -> int:
+        """All members at once on CPU; on CUDA as many as free memory holds (estimated from
+        the UNet width and latent size, with a safety margin)."""
+        if self.device.type != "cuda":
+            return members
+        free, _ = torch.cuda.mem_get_info(self.device)
+        latent_pixels = image_latent.shape[-2] * image_latent.shape[-1]
+        width = self.unet.config.block_out_channels[0]
+        bytes_per_member = 48 * latent_pixels * width * image_latent.element_size()
+        return int(max(1, min(members, free * 0.6 // max(bytes_per_member, 1))))
+
+
+@dataclass
+class _Run:
+    """Settings shared by every pass over one image."""
+
+    steps: int
+    members: int
+    batch_size: int
+    permute_classes: bool
+    generator: torch.Generator | None
+    valid_size: tuple[int, int]
+
+    def class_orders(self, num_classes: int, device: torch.device) -> list[torch.Tensor]:
+        identity = torch.arange(num_classes)
+        orders = [identity]
+        for _ in range(self.members - 1):
+            shuffled = torch.randperm(num_classes, generator=self.generator)
+            orders.append(shuffled if self.permute_classes else identity)
+        return [order.to(device) for order in orders]
+
+
+def _resize(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[None].float(), size=size, mode=mode)[0]
+
+
+def check_is_segdiff_model(name_or_path: str | Path, cache_dir: str | None = None) -> None:
+    """Raise a clear SegDiffInputError unless this is a segdiff pipeline folder or hub id."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        index_path = path / "model_index.json"
+        if not index_path.is_file():
+            raise SegDiffInputError(
+                f"{path} is not a segdiff model folder: it has no model_index.json"
+            )
+    elif path.exists() or str(name_or_path).count("/") != 1:
+        raise SegDiffInputError(f"model not found: {name_or_path} (a folder or a hub id)")
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            index_path = Path(
+                hf_hub_download(str(name_or_path), "model_index.json", cache_dir=cache_dir)
+            )
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
+            raise SegDiffInputError(
+                f"cannot get model {name_or_path} from the Hugging Face hub or its cache: {err}"
+            ) from err
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, OSError) as err:
+        raise SegDiffInputError(f"{index_path} is not valid JSON: {err}") from err
+    if index.get("_class_name") != SegDiffPipeline.__name__ or "cam" not in index:
+        kind = index.get("_class_name", "unknown")
+        raise SegDiffInputError(
+            f"{name_or_path} is a {kind} folder, not a segdiff model (no 'cam' component). "
+            "A Stable Diffusion 2 folder must first be fine-tuned with 'segdiff train', or "
+            "loaded in Python with SegDiffPipeline.from_stable_diffusion() for an untrained model."
+        )

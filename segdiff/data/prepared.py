@@ -21,6 +21,8 @@ from segdiff import depth_coding
 from segdiff.errors import SegDiffInputError
 
 FORMAT_VERSION = 1
+IGNORE_ID = 65535
+"""Vocabulary id of ignored pixels in `PreparedSplit.benchmark_labels` (gray 0 in masks)."""
 
 
 @dataclass(frozen=True)

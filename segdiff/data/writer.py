@@ -1,0 +1,330 @@
+"""Writing the prepared dataset format (DESIGN §5); converters only say how to read one sample.
+
+A converter turns each source sample into a `Job`: an output id plus a picklable function
+that returns the image (a file to hard-link or copy, never re-encoded, or generated pixels
+to save as PNG) and its label map in vocabulary ids. `PreparedWriter.write_split` runs the
+jobs in worker processes, depth-codes each mask with the image's own class list (the
+vocabulary classes present, in vocabulary order) and writes every file atomically.
+
+Resuming: the main process appends one JSON line per finished image to
+``<split>/.journal.jsonl`` (its image file, class list and pixel counts) after the worker has
+written the image and the mask. An image counts as finished when its journal entry exists
+and its mask and image files are in place; ``text.json`` and the path lists are rebuilt from
+the journal at the end of every run, so a rerun skips finished images and loses nothing.
+"""
+
+import json
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from segdiff import depth_coding
+from segdiff.data.prepared import FORMAT_VERSION, IGNORE_ID
+from segdiff.errors import SegDiffInputError
+from segdiff.imageio import atomic_path, save_json, save_png, save_text
+
+JOURNAL = ".journal.jsonl"
+
+
+@dataclass(frozen=True)
+class Converted:
+    """One sample read from its source."""
+
+    labels: np.ndarray
+    """HxW vocabulary ids (any unsigned int type), IGNORE_ID for ignored pixels."""
+    image: Path | np.ndarray
+    """The source image file (linked or copied as is) or HxWx3 uint8 pixels (saved as PNG)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to prepare."""
+
+    name: str
+    """Output id: the files are ``images/<name>.<ext>`` and ``masks/<name>.png``."""
+    convert: Callable[[], Converted]
+    """Reads the sample; must be picklable (a functools.partial of a module-level function).
+    Raises SegDiffInputError for a missing or corrupt file, which skips the image."""
+
+
+@dataclass
+class SplitSummary:
+    """What one `write_split` call did, for the report at the end."""
+
+    split: str
+    images: int = 0
+    """Images in the split now, earlier runs included."""
+    written: int = 0
+    resumed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    """(job name, reason) of every skipped image."""
+    classes_seen: set[str] = field(default_factory=set)
+    ignored_pixels: int = 0
+    total_pixels: int = 0
+
+    @property
+    def ignored_fraction(self) -> float:
+        return self.ignored_pixels / self.total_pixels if self.total_pixels else 0.0
+
+
+class PreparedWriter:
+    """Writes ``out/meta.json`` and splits of one dataset + benchmark."""
+
+    def __init__(
+        self,
+        out: str | Path,
+        dataset: str,
+        benchmark: str,
+        vocabulary: Sequence[str],
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        """Create ``out`` or check that it already holds the same dataset and benchmark.
+
+        ``options`` are generator settings (e.g. the shapes seed) that must not change between
+        runs into the same folder; they are stored in meta.json.
+        """
+        self.out = Path(out).resolve()
+        self.meta = {
+            "format_version": FORMAT_VERSION,
+            "dataset": dataset,
+            "benchmark": benchmark,
+            "vocabulary": list(vocabulary),
+            "splits": {},
+        }
+        if options:
+            self.meta["options"] = options
+        meta_path = self.out / "meta.json"
+        if meta_path.is_file():
+            try:
+                previous = json.loads(meta_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                raise SegDiffInputError(f"{meta_path} is corrupt ({err}); use a new --out") from err
+            mismatched = [
+                key for key in self.meta if key != "splits" and previous.get(key) != self.meta[key]
+            ]
+            if mismatched:
+                raise SegDiffInputError(
+                    f"{self.out} already holds a prepared dataset with a different "
+                    f"{', '.join(mismatched)} (dataset {previous.get('dataset')!r}, benchmark "
+                    f"{previous.get('benchmark')!r}); use another --out folder."
+                )
+            self.meta["splits"] = previous.get("splits", {})
+        elif self.out.exists() and not self.out.is_dir():
+            raise SegDiffInputError(f"--out {self.out} exists and is not a folder")
+        save_json(self.meta, meta_path)
+
+    def write_split(
+        self,
+        split: str,
+        jobs: Sequence[Job],
+        workers: int = 1,
+        console: Console | None = None,
+    ) -> SplitSummary:
+        """Prepare ``jobs`` into ``out/<split>``, skipping images finished by an earlier run."""
+        names = [job.name for job in jobs]
+        if len(set(names)) != len(names):
+            duplicates = sorted({n for n in names if names.count(n) > 1})[:5]
+            raise SegDiffInputError(f"several source images share the ids {duplicates}")
+        split_dir = self.out / split
+        (split_dir / "masks").mkdir(parents=True, exist_ok=True)
+        (split_dir / "images").mkdir(parents=True, exist_ok=True)
+        journal = _read_journal(split_dir)
+        # Rewritten whole so that a line cut short by a crash cannot swallow the next entry.
+        save_text(
+            "".join(json.dumps(entry) + "\n" for entry in journal.values()), split_dir / JOURNAL
+        )
+        todo = [job for job in jobs if not _is_finished(split_dir, journal.get(job.name))]
+        summary = SplitSummary(split=split, resumed=len(jobs) - len(todo))
+
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+        )
+        tasks = [(job, split_dir, len(self.meta["vocabulary"])) for job in todo]
+        with (
+            _mapper(workers, len(tasks)) as run,
+            (split_dir / JOURNAL).open("a", encoding="utf-8") as journal_file,
+            progress,
+        ):
+            bar = progress.add_task(f"{split}: {len(todo)} to do", total=len(todo))
+            for outcome in run(_prepare_one, tasks):
+                if "error" in outcome:
+                    summary.failures.append((outcome["name"], outcome["error"]))
+                else:
+                    journal[outcome["name"]] = outcome
+                    journal_file.write(json.dumps(outcome) + "\n")
+                    journal_file.flush()
+                    summary.written += 1
+                progress.advance(bar)
+
+        finished = [
+            entry for name, entry in sorted(journal.items()) if _is_finished(split_dir, entry)
+        ]
+        for entry in finished:
+            summary.classes_seen.update(self.meta["vocabulary"][i] for i in entry["classes"])
+            summary.ignored_pixels += entry["ignored"]
+            summary.total_pixels += entry["pixels"]
+        summary.images = len(finished)
+        self._write_index(split_dir, finished)
+        self.meta["splits"][split] = len(finished)
+        save_json(self.meta, self.out / "meta.json")
+        return summary
+
+    def _write_index(self, split_dir: Path, finished: list[dict[str, Any]]) -> None:
+        vocabulary = self.meta["vocabulary"]
+        finished = sorted(finished, key=lambda entry: entry["image"])
+        save_json(
+            {e["image"]: [vocabulary[i] for i in e["classes"]] for e in finished},
+            split_dir / "text.json",
+        )
+        save_text(
+            "".join(f"{split_dir / 'images' / e['image']}\n" for e in finished),
+            split_dir / "img_list.txt",
+        )
+        save_text(
+            "".join(f"{split_dir / 'masks' / (e['name'] + '.png')}\n" for e in finished),
+            split_dir / "gt_list.txt",
+        )
+
+
+def _mapper(workers: int, num_tasks: int):
+    """A context manager giving ``run(function, items)``: a process pool, or in-process."""
+    if workers <= 1 or num_tasks <= 1:
+        return _InProcess()
+    return _Pool(workers, num_tasks)
+
+
+class _InProcess:
+    def __enter__(self):
+        return map
+
+    def __exit__(self, *exc_info) -> None:
+        return None
+
+
+class _Pool:
+    def __init__(self, workers: int, num_tasks: int) -> None:
+        self.pool = multiprocessing.Pool(processes=min(workers, num_tasks))
+        # Chunks amortise the inter-process traffic without starving the bar of updates.
+        self.chunksize = max(1, min(16, num_tasks // (workers * 8)))
+
+    def __enter__(self):
+        return lambda function, items: self.pool.imap_unordered(function, items, self.chunksize)
+
+    def __exit__(self, *exc_info) -> None:
+        if exc_info[0] is None:
+            self.pool.close()
+        else:
+            self.pool.terminate()
+        self.pool.join()
+
+
+def _prepare_one(task: tuple[Job, Path, int]) -> dict[str, Any]:
+    """Worker: read one sample, write its image and mask; the journal entry or an error."""
+    job, split_dir, vocabulary_size = task
+    try:
+        converted = job.convert()
+        labels = np.asarray(converted.labels)
+        present, mask = depth_code(labels, vocabulary_size)
+        image_name = _write_image(converted.image, split_dir / "images", job.name, labels.shape)
+    except SegDiffInputError as err:
+        return {"name": job.name, "error": str(err)}
+    save_png(mask, split_dir / "masks" / f"{job.name}.png")
+    return {
+        "name": job.name,
+        "image": image_name,
+        "classes": present.tolist(),
+        "ignored": int(np.count_nonzero(labels == IGNORE_ID)),
+        "pixels": int(labels.size),
+    }
+
+
+def depth_code(labels: np.ndarray, vocabulary_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vocabulary ids -> (ids present, sorted; uint8 depth-coded mask for that class list)."""
+    counts = np.bincount(labels.ravel(), minlength=IGNORE_ID + 1)
+    counts[IGNORE_ID] = 0
+    present = np.flatnonzero(counts)
+    if present.size and present[-1] >= vocabulary_size:
+        raise ValueError(f"label {present[-1]} is outside the vocabulary of {vocabulary_size}")
+    if present.size > depth_coding.MAX_CLASSES:
+        raise SegDiffInputError(
+            f"{present.size} classes in one image; a mask codes at most {depth_coding.MAX_CLASSES}"
+        )
+    if present.size == 0:
+        return present, np.zeros(labels.shape, dtype=np.uint8)
+    local = np.full(IGNORE_ID + 1, depth_coding.NONE_LABEL, dtype=np.uint8)
+    local[present] = np.arange(present.size)
+    return present, depth_coding.encode(local[labels], present.size)
+
+
+def _write_image(
+    image: Path | np.ndarray, images_dir: Path, name: str, label_shape: tuple[int, ...]
+) -> str:
+    """Put the image in place (hard link, else copy; generated pixels as PNG); its file name."""
+    if isinstance(image, np.ndarray):
+        if image.shape[:2] != label_shape:
+            raise ValueError(f"image {image.shape} and labels {label_shape} differ in size")
+        save_png(image, images_dir / f"{name}.png")
+        return f"{name}.png"
+    try:
+        with Image.open(image) as opened:
+            width, height = opened.size
+    except FileNotFoundError as err:
+        raise SegDiffInputError(f"image not found: {image}") from err
+    except (UnidentifiedImageError, OSError) as err:
+        raise SegDiffInputError(f"cannot read image {image}: {err}") from err
+    if (height, width) != label_shape:
+        raise SegDiffInputError(
+            f"annotation size {label_shape[1]}x{label_shape[0]} differs from the image "
+            f"{image} ({width}x{height})"
+        )
+    dest = images_dir / f"{name}{image.suffix}"
+    with atomic_path(dest) as tmp:
+        tmp.unlink()
+        try:
+            os.link(image, tmp)
+        except OSError:
+            shutil.copyfile(image, tmp)
+    return dest.name
+
+
+def _read_journal(split_dir: Path) -> dict[str, dict[str, Any]]:
+    """Entries of earlier runs by job name; a line cut short by a crash is ignored."""
+    path = split_dir / JOURNAL
+    entries: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            entries[entry["name"]] = entry
+    return entries
+
+
+def _is_finished(split_dir: Path, entry: dict[str, Any] | None) -> bool:
+    return (
+        entry is not None
+        and (split_dir / "masks" / f"{entry['name']}.png").is_file()
+        and (split_dir / "images" / entry["image"]).is_file()
+    )

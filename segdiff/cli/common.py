@@ -1,7 +1,6 @@
 """What every subcommand shares: the console and the translation of bad input to exit 2."""
 
 import functools
-import textwrap
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -17,7 +16,7 @@ F = TypeVar("F", bound=Callable)
 
 def fail(message: str) -> typer.Exit:
     """Print a one-paragraph error and return the Exit(2) to raise."""
-    console.print(textwrap.fill(f"Error: {message}", width=100), markup=False, style="red")
+    console.print(f"Error: {message}", markup=False, style="red", soft_wrap=True)
     return typer.Exit(code=2)
 
 

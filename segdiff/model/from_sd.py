@@ -58,7 +58,7 @@ def components_from_stable_diffusion(
                 f"(expected subfolders {', '.join(SD2_SUBFOLDERS)})"
             )
     common = {"cache_dir": cache_dir}
-    weights = {**common, "use_safetensors": True, "torch_dtype": torch_dtype}
+    weights = {**common, "use_safetensors": True, "dtype": torch_dtype}
     try:
         unet = UNet2DConditionModel.from_pretrained(sd_name_or_path, subfolder="unet", **weights)
         vae = AutoencoderKL.from_pretrained(sd_name_or_path, subfolder="vae", **weights)

@@ -108,6 +108,7 @@ class SegDiffPipeline(DiffusionPipeline):
         match_input_resolution: bool = True,
         batch_size: int = 0,
         permute_classes: bool = False,
+        max_classes_per_pass: int | None = None,
         generator: torch.Generator | None = None,
     ) -> SegDiffOutput:
         """Segment ``images`` into ``classes``.
@@ -120,6 +121,8 @@ class SegDiffPipeline(DiffusionPipeline):
             batch_size: ensemble members per UNet batch; 0 picks one from free memory.
             permute_classes: give each member after the first a shuffled class order, so
                 level-specific biases average out in the vote.
+            max_classes_per_pass: longer class lists are decoded in two passes (see
+                ``_segment_vocabulary``); default: the model's.
             generator: makes the noise, and so the result, reproducible.
         """
         images = [images] if isinstance(images, Image.Image) else list(images)
@@ -131,7 +134,12 @@ class SegDiffPipeline(DiffusionPipeline):
             if processing_resolution is None
             else processing_resolution
         )
-        for name, value in (("num_inference_steps", steps), ("ensemble_size", members)):
+        per_pass = max_classes_per_pass or self.config.max_classes_per_pass
+        for name, value in (
+            ("num_inference_steps", steps),
+            ("ensemble_size", members),
+            ("max_classes_per_pass", per_pass),
+        ):
             if value < 1:
                 raise SegDiffInputError(f"{name} must be at least 1, got {value}")
         if batch_size < 0 or resolution < 0:
@@ -141,7 +149,7 @@ class SegDiffPipeline(DiffusionPipeline):
         for image in images:
             pixels, valid_size = self._preprocess(image, resolution)
             image_latent = self._encode(pixels)
-            run = _Run(steps, members, batch_size, permute_classes, generator, valid_size)
+            run = _Run(steps, members, batch_size, permute_classes, generator, valid_size, per_pass)
             labels, gray, uncertainty = self._segment_vocabulary(image_latent, classes, run)
             if match_input_resolution:
                 size = (image.height, image.width)
@@ -191,7 +199,7 @@ class SegDiffPipeline(DiffusionPipeline):
         segments the image once more with just those classes (the largest ones first if they
         still overflow a pass). Labels of pass 2 are mapped back to vocabulary indices.
         """
-        per_pass = self.config.max_classes_per_pass
+        per_pass = run.max_classes_per_pass
         if len(classes) <= per_pass:
             return self._segment(image_latent, classes, run)
         found: dict[int, float] = {}
@@ -297,6 +305,7 @@ class _Run:
     permute_classes: bool
     generator: torch.Generator | None
     valid_size: tuple[int, int]
+    max_classes_per_pass: int
 
     def class_orders(self, num_classes: int, device: torch.device) -> list[torch.Tensor]:
         identity = torch.arange(num_classes)

@@ -1,0 +1,147 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segdiff.depth_coding import NONE_LABEL
+from segdiff.errors import SegDiffInputError
+from segdiff.model.pipeline import SegDiffPipeline
+
+CLASSES = ["background", "circle", "square"]
+
+
+def _image(width=40, height=24, seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+
+
+def _run(pipe, image, classes=CLASSES, seed=0, **kwargs):
+    return pipe(image, classes, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+def test_outputs_have_the_input_size_and_valid_values(tiny_pipeline):
+    out = _run(tiny_pipeline, _image(), ensemble_size=3)
+    labels, uncertainty, gray = out.labels[0], out.uncertainty[0], out.gray[0]
+    assert labels.shape == uncertainty.shape == gray.shape == (24, 40)
+    assert labels.dtype == np.uint8
+    assert set(np.unique(labels)) <= {0, 1, 2, NONE_LABEL}
+    assert uncertainty.min() >= 0 and uncertainty.max() <= 1 - 1 / 3 + 1e-6
+    assert gray.min() >= 0 and gray.max() <= 255
+    fractions = out.class_fractions[0]
+    assert list(fractions) == CLASSES
+    assert sum(fractions.values()) + np.mean(labels == NONE_LABEL) == pytest.approx(1.0)
+
+
+def test_same_seed_same_result_other_seed_other_noise(tiny_pipeline):
+    first = _run(tiny_pipeline, _image(), seed=3)
+    again = _run(tiny_pipeline, _image(), seed=3)
+    other = _run(tiny_pipeline, _image(), seed=4)
+    assert np.array_equal(first.labels[0], again.labels[0])
+    assert np.array_equal(first.gray[0], again.gray[0])
+    assert not np.array_equal(first.gray[0], other.gray[0])
+
+
+def test_batch_size_does_not_change_the_result(tiny_pipeline):
+    whole = _run(tiny_pipeline, _image(), ensemble_size=4, batch_size=0)
+    one_by_one = _run(tiny_pipeline, _image(), ensemble_size=4, batch_size=1)
+    assert np.array_equal(whole.labels[0], one_by_one.labels[0])
+    np.testing.assert_allclose(whole.gray[0], one_by_one.gray[0], atol=1e-3)
+
+
+def test_aspect_ratio_is_kept_not_squashed(tiny_pipeline, monkeypatch):
+    seen = []
+    encode = tiny_pipeline._encode
+    monkeypatch.setattr(tiny_pipeline, "_encode", lambda px: seen.append(px.shape) or encode(px))
+    out = _run(tiny_pipeline, _image(width=90, height=30), processing_resolution=32)
+    # Long edge 90 -> 32, short edge 30 -> 11, padded up to the latent multiple (4).
+    assert seen[0][-2:] == (12, 32)
+    assert out.labels[0].shape == (30, 90)
+    native = _run(
+        tiny_pipeline,
+        _image(width=90, height=30),
+        processing_resolution=32,
+        match_input_resolution=False,
+    )
+    assert native.labels[0].shape == (11, 32)
+
+
+def test_image_is_encoded_once_per_image_not_per_member(tiny_pipeline, monkeypatch):
+    calls = []
+    encode = tiny_pipeline.vae.encode
+    monkeypatch.setattr(tiny_pipeline.vae, "encode", lambda x: calls.append(1) or encode(x))
+    _run(tiny_pipeline, [_image(), _image(seed=1)], ensemble_size=5)
+    assert len(calls) == 2
+
+
+def test_each_member_votes(tiny_pipeline, monkeypatch):
+    """Members drawing different classes give a split vote and the majority wins."""
+    levels = iter([255.0, 255.0, 128.0])  # two members draw class 1, one draws class 0
+
+    def fake_decode(latents):
+        return torch.stack([torch.full((12, 20), next(levels)) for _ in latents])
+
+    monkeypatch.setattr(tiny_pipeline, "_decode_gray", fake_decode)
+    out = _run(
+        tiny_pipeline,
+        _image(width=20, height=12),
+        ["a", "b"],
+        ensemble_size=3,
+        processing_resolution=0,
+    )
+    assert np.all(out.labels[0] == 1)
+    np.testing.assert_allclose(out.uncertainty[0], 1 / 3, atol=1e-6)
+
+
+def test_permuted_members_vote_for_the_same_class_through_their_own_order(
+    tiny_pipeline, monkeypatch
+):
+    """With permute_classes, each member's levels mean other classes; votes are mapped back."""
+    orders = []
+    cam = tiny_pipeline.cam.forward
+
+    def spy(embeddings):
+        orders.extend(embeddings)
+        return cam(embeddings)
+
+    monkeypatch.setattr(tiny_pipeline.cam, "forward", spy)
+    out = _run(tiny_pipeline, _image(), ["a", "b", "c"], ensemble_size=4, permute_classes=True)
+    assert len(orders) == 4
+    distinct = {tuple(e[:, 0].tolist()) for e in orders}
+    assert len(distinct) > 1
+    assert out.labels[0].shape == (24, 40)
+
+
+def test_vocabulary_larger_than_one_pass_is_decoded_in_two_passes(tiny_pipeline, monkeypatch):
+    passes = []
+    segment = tiny_pipeline._segment
+    monkeypatch.setattr(
+        tiny_pipeline,
+        "_segment",
+        lambda lat, cls, run: passes.append(cls) or segment(lat, cls, run),
+    )
+    classes = [f"class {i}" for i in range(10)]
+    out = _run(tiny_pipeline, _image(), classes, max_classes_per_pass=4)
+    assert [len(p) for p in passes[:3]] == [4, 4, 2]  # pass 1: chunks
+    labels = out.labels[0]
+    if len(passes) == 4:  # pass 2 over the classes found, mapped back to vocabulary indices
+        found = {classes.index(name) for name in passes[3]}
+        assert set(np.unique(labels)) - {NONE_LABEL} <= found
+    assert labels.shape == (24, 40)
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [([], "empty"), (["a", " "], "empty name"), (["a", "b", "a"], "twice"), ("a,b", "list")],
+)
+def test_bad_class_lists_are_clear_errors(tiny_pipeline, classes, message):
+    with pytest.raises(SegDiffInputError, match=message):
+        tiny_pipeline(_image(), classes)
+
+
+def test_save_and_load_gives_the_same_labels(tiny_pipeline, tiny_model_dir):
+    loaded = SegDiffPipeline.from_pretrained(tiny_model_dir)
+    assert loaded.config.default_processing_resolution == 32
+    first = _run(tiny_pipeline, _image(), seed=7)
+    second = _run(loaded, _image(), seed=7)
+    assert np.array_equal(first.labels[0], second.labels[0])
+    assert not list(tiny_model_dir.rglob("*.bin")) and list(tiny_model_dir.rglob("*.safetensors"))

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segdiff import depth_coding
+
+
+@given(st.integers(1, 255), st.integers(0, 2**32 - 1))
+@settings(max_examples=200, deadline=None)
+def test_round_trip_every_class_count(num_classes, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, size=(7, 9)).astype(np.uint8)
+    labels[rng.random(labels.shape) < 0.2] = depth_coding.NONE_LABEL
+    gray = depth_coding.encode(labels, num_classes)
+    assert gray.dtype == np.uint8
+    assert np.array_equal(gray == 0, labels == depth_coding.NONE_LABEL)
+    assert np.array_equal(depth_coding.decode(gray, num_classes), labels)
+    decoded = depth_coding.decode(torch.from_numpy(gray).float(), num_classes)
+    assert np.array_equal(decoded.numpy(), labels)
+
+
+@given(st.integers(1, 255))
+def test_levels_follow_the_contract(num_classes):
+    levels = depth_coding.gray_levels(num_classes)
+    expected = [round(255 * (k + 1) / num_classes) for k in range(num_classes)]
+    assert levels.tolist() == expected
+    assert levels[-1] == 255 and np.all(np.diff(levels.astype(int)) > 0) and levels[0] > 0
+
+
+@given(st.integers(1, 255), st.floats(0, 255))
+def test_decode_snaps_to_the_nearest_level(num_classes, value):
+    candidates = np.concatenate([[0], depth_coding.gray_levels(num_classes)]).astype(float)
+    label = int(depth_coding.decode(np.array([value]), num_classes)[0])
+    chosen = 0.0 if label == depth_coding.NONE_LABEL else candidates[label + 1]
+    assert abs(chosen - value) <= np.min(np.abs(candidates - value)) + 1e-4
+
+
+def test_noisy_gray_within_half_a_step_decodes_exactly():
+    num_classes = 7
+    levels = depth_coding.gray_levels(num_classes).astype(float)
+    noisy = levels + np.array([-17, 17, -10, 5, 17, -17, -17])
+    assert depth_coding.decode(noisy, num_classes).tolist() == list(range(7))
+
+
+@pytest.mark.parametrize("bad", [0, 256, -1])
+def test_class_count_outside_1_to_255_is_rejected(bad):
+    with pytest.raises(ValueError, match="1 to 255"):
+        depth_coding.gray_levels(bad)
+
+
+def test_labels_outside_the_list_are_rejected():
+    with pytest.raises(ValueError, match="0..2"):
+        depth_coding.encode(np.array([[0, 3]]), 3)

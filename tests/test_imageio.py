@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from segdiff.errors import SegDiffInputError
+from segdiff.imageio import atomic_path, load_rgb, save_json
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    pixels = np.zeros((10, 20, 3), dtype=np.uint8)
+    pixels[:, :10] = 255  # left half white
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    loaded = load_rgb(tmp_path / "rotated.jpg")
+    assert loaded.size == (10, 20)
+    top = np.asarray(loaded)[:5].mean()
+    bottom = np.asarray(loaded)[-5:].mean()
+    assert top > 200 and bottom < 50  # the white left half is now on top
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16", "P"])
+def test_any_mode_becomes_rgb(tmp_path, mode):
+    gray = np.linspace(0, 1, 64).reshape(8, 8)
+    if mode == "I;16":
+        image = Image.fromarray((gray * 65535).astype(np.uint16))
+    else:
+        image = Image.fromarray((gray * 255).astype(np.uint8)).convert(mode)
+    image.save(tmp_path / "in.png")
+    loaded = load_rgb(tmp_path / "in.png")
+    assert loaded.mode == "RGB" and loaded.size == (8, 8)
+    brightness = np.asarray(loaded)[..., 0]
+    assert brightness[0, 0] < 10 and brightness[-1, -1] > 245  # 16-bit scaled, not clipped
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
+    assert np.all(np.asarray(load_rgb(tmp_path / "clear.png")) == 255)
+
+
+def test_missing_corrupt_and_truncated_images_are_input_errors(tmp_path):
+    with pytest.raises(SegDiffInputError, match="not found"):
+        load_rgb(tmp_path / "nope.png")
+    (tmp_path / "junk.png").write_bytes(b"not an image at all")
+    with pytest.raises(SegDiffInputError, match="cannot read image"):
+        load_rgb(tmp_path / "junk.png")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8) + 90).save(tmp_path / "full.jpg")
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SegDiffInputError, match="cannot read image"):
+        load_rgb(tmp_path / "cut.jpg")
+
+
+def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path):
+    target = tmp_path / "out.json"
+    save_json({"v": 1}, target)
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text().strip().replace(" ", "").replace("\n", "") == '{"v":1}'
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]

@@ -1,0 +1,1 @@
+"""Benchmark evaluation: metrics (detectron2 convention), benchmark rules, sharded scoring."""

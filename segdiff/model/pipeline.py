@@ -30,7 +30,8 @@ FOUND_FRACTION = 0.002
 
 @dataclass
 class SegDiffOutput(BaseOutput):
-    """Per input image: labels (uint8, class index, 255 = none), the gray map the model drew
+    """Per input image: labels (class index; uint8 with 255 = none, or for more than 255
+    classes uint16 with 65535 = none), the gray map the model drew
     (0..255, members that kept the given class order, averaged), uncertainty (1 - winning vote
     share, 0..1) and the pixel fraction of each class."""
 
@@ -153,11 +154,11 @@ class SegDiffPipeline(DiffusionPipeline):
             labels, gray, uncertainty = self._segment_vocabulary(image_latent, classes, run)
             if match_input_resolution:
                 size = (image.height, image.width)
-                labels = _resize(labels[None].float(), size, "nearest")[0].to(torch.uint8)
+                labels = _resize(labels[None].float(), size, "nearest")[0].to(labels.dtype)
                 gray = _resize(gray[None], size, "bilinear")[0]
                 uncertainty = _resize(uncertainty[None], size, "bilinear")[0]
             labels = labels.cpu().numpy()
-            counts = np.bincount(labels.ravel(), minlength=256)
+            counts = np.bincount(labels.ravel(), minlength=len(classes))
             output.labels.append(labels)
             output.gray.append(gray.cpu().float().numpy())
             output.uncertainty.append(uncertainty.clamp(0, 1).cpu().float().numpy())
@@ -212,19 +213,15 @@ class SegDiffPipeline(DiffusionPipeline):
                 if fraction >= FOUND_FRACTION:
                     found[start + k] = fraction
         kept = sorted(sorted(found, key=found.get, reverse=True)[:per_pass])
+        none_label, dtype = none_label_and_dtype(len(classes))
         if not kept:
             height, width = run.valid_size
-            none = torch.full((height, width), depth_coding.NONE_LABEL, dtype=torch.uint8)
+            none = torch.full((height, width), none_label, dtype=dtype)
             return none, torch.zeros(height, width), torch.zeros(height, width)
         labels, gray, uncertainty = self._segment(image_latent, [classes[k] for k in kept], run)
-        lut = torch.full((256,), depth_coding.NONE_LABEL, dtype=torch.long)
+        lut = torch.full((256,), none_label, dtype=torch.long)
         lut[: len(kept)] = torch.tensor(kept)
-        # Vocabularies above 255 classes cannot be uint8; callers of huge vocabularies get
-        # int64 labels with 255 still meaning none only below 256 classes.
-        mapped = lut.to(labels.device)[labels.long()]
-        if len(classes) <= 255:
-            mapped = mapped.to(torch.uint8)
-        return mapped, gray, uncertainty
+        return lut[labels.long()].to(dtype), gray, uncertainty
 
     def _segment(
         self, image_latent: torch.Tensor, classes: list[str], run: "_Run"
@@ -314,6 +311,13 @@ class _Run:
             shuffled = torch.randperm(num_classes, generator=self.generator)
             orders.append(shuffled if self.permute_classes else identity)
         return [order.to(device) for order in orders]
+
+
+def none_label_and_dtype(num_classes: int) -> tuple[int, torch.dtype]:
+    """Label maps of up to 255 classes are uint8 with 255 = none; larger ones uint16/65535."""
+    if num_classes <= depth_coding.MAX_CLASSES:
+        return depth_coding.NONE_LABEL, torch.uint8
+    return 65535, torch.uint16
 
 
 def _resize(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:

@@ -157,7 +157,8 @@ def _report(summaries: list[SplitSummary], out: Path, vocabulary_size: int) -> N
     console.print(table)
     failures = [(s.split, name, reason) for s in summaries for name, reason in s.failures]
     if failures:
-        console.print(f"Skipped {len(failures)} images:", style="red")
+        plural = "s" if len(failures) != 1 else ""
+        console.print(f"Skipped {len(failures)} image{plural}:", style="red")
         for split, name, reason in failures[:MAX_FAILURES_SHOWN]:
             console.print(f"  {split}/{name}: {reason}", markup=False)
         if len(failures) > MAX_FAILURES_SHOWN:

@@ -89,10 +89,10 @@ def read_index_png(path: Path) -> np.ndarray:
 
 def load_mat(path: Path) -> dict[str, np.ndarray]:
     """The variables of a MATLAB file (v4 to v7.2)."""
+    if not path.is_file():
+        raise SegDiffInputError(f"annotation not found: {path}")
     try:
         return scipy.io.loadmat(path)
-    except FileNotFoundError as err:
-        raise SegDiffInputError(f"annotation not found: {path}") from err
     except (OSError, ValueError, TypeError, NotImplementedError, MatReadError) as err:
         raise SegDiffInputError(f"cannot read annotation {path}: {err}") from err
 

@@ -1,0 +1,155 @@
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from segdiff.cli import app
+from segdiff.data.prepared import IGNORE_ID, open_prepared
+from segdiff.data.shapes import generate_sample
+
+runner = CliRunner()
+SHAPES_SMALL = ["--train-size", "5", "--val-size", "3", "--workers", "1"]
+
+
+def _prepare(*args):
+    return runner.invoke(app, ["prepare", *map(str, args)])
+
+
+def _assert_clean_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    flat = " ".join(result.output.split())
+    for fragment in fragments:
+        assert fragment in flat
+
+
+def _ade_raw(seed):
+    return np.random.default_rng(seed).integers(0, 151, (6, 8)).astype(np.uint8)
+
+
+@pytest.fixture
+def ade_root(tmp_path):
+    """ADEChallengeData2016 with 5 validation images and no training split."""
+    ade = tmp_path / "src" / "ADEChallengeData2016"
+    (ade / "images" / "validation").mkdir(parents=True)
+    (ade / "annotations" / "validation").mkdir(parents=True)
+    rows = "".join(f"{i}\t0.1\t1\t1\tname {i}\n" for i in range(1, 151))
+    (ade / "objectInfo150.txt").write_text("Idx\tRatio\tTrain\tVal\tName\n" + rows)
+    for i in range(5):
+        stem = f"ADE_val_{i:08d}"
+        Image.new("RGB", (8, 6), (i, 0, 0)).save(ade / "images" / "validation" / f"{stem}.jpg")
+        Image.fromarray(_ade_raw(i)).save(ade / "annotations" / "validation" / f"{stem}.png")
+    return tmp_path / "src"
+
+
+def _assert_ade_ground_truth(out, count):
+    prepared = open_prepared(out, "val")
+    assert len(prepared.image_names) == count
+    for name in prepared.image_names:
+        raw = _ade_raw(int(name[8:16])).astype(np.int64)
+        expected = np.where(raw == 0, IGNORE_ID, raw - 1)
+        assert np.array_equal(prepared.benchmark_labels(name), expected)
+
+
+def test_shapes_end_to_end(tmp_path):
+    result = _prepare("shapes", "--out", tmp_path / "out", *SHAPES_SMALL, "--seed", "4")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["splits"] == {"train": 5, "val": 3} and meta["benchmark"] == "shapes"
+    prepared = open_prepared(tmp_path / "out", "val")
+    for i, name in enumerate(prepared.image_names):
+        image, labels = generate_sample((4, 1, i))
+        assert np.array_equal(prepared.benchmark_labels(name), labels)
+        assert np.array_equal(np.asarray(Image.open(prepared.image_path(name))), image)
+    assert "Prepared" in result.output and "classes seen" in result.output
+
+
+def test_shapes_are_deterministic_and_sized_as_asked(tmp_path):
+    for out, seed in (("a", 1), ("b", 1), ("c", 2)):
+        args = ("--out", tmp_path / out, *SHAPES_SMALL, "--seed", seed, "--size", "30-40")
+        assert _prepare("shapes", *args).exit_code == 0
+    masks = {out: [p.read_bytes() for p in sorted((tmp_path / out / "train" / "masks").iterdir())]
+             for out in "abc"}  # fmt: skip
+    assert masks["a"] == masks["b"] != masks["c"]
+    with Image.open(tmp_path / "a" / "train" / "images" / "000000.png") as image:
+        assert all(30 <= side <= 40 for side in image.size)
+
+
+def test_second_run_resumes_without_rewriting(tmp_path):
+    out = tmp_path / "out"
+    assert _prepare("shapes", "--out", out, *SHAPES_SMALL).exit_code == 0
+    mask = out / "train" / "masks" / "000000.png"
+    before = (os.stat(mask).st_ino, (out / "train" / "text.json").read_text())
+    result = _prepare("shapes", "--out", out, *SHAPES_SMALL)
+    assert result.exit_code == 0, result.output
+    assert (os.stat(mask).st_ino, (out / "train" / "text.json").read_text()) == before
+
+
+def test_limit_then_the_rest(ade_root, tmp_path):
+    out = tmp_path / "out"
+    result = _prepare("ade20k", ade_root, "--out", out, "--limit", "2", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "skipping a split" in result.output  # there is no training folder
+    _assert_ade_ground_truth(out, 2)
+    assert _prepare("ade20k", ade_root, "--out", out, "--split", "val").exit_code == 0
+    _assert_ade_ground_truth(out, 5)
+
+
+def test_two_workers_give_the_same_dataset(ade_root, tmp_path):
+    for workers in ("1", "2"):
+        args = ("--out", tmp_path / workers, "--split", "val", "--workers", workers)
+        assert _prepare("ade20k", ade_root, *args).exit_code == 0
+    _assert_ade_ground_truth(tmp_path / "2", 5)
+    serial, parallel = tmp_path / "1" / "val", tmp_path / "2" / "val"
+    assert (serial / "text.json").read_text() == (parallel / "text.json").read_text()
+    for mask in (serial / "masks").iterdir():
+        assert mask.read_bytes() == (parallel / "masks" / mask.name).read_bytes()
+
+
+def test_corrupt_and_missing_annotations_are_reported_and_skipped(ade_root, tmp_path):
+    annotations = ade_root / "ADEChallengeData2016" / "annotations" / "validation"
+    (annotations / "ADE_val_00000001.png").write_bytes(b"not a png at all")
+    (annotations / "ADE_val_00000003.png").unlink()
+    result = _prepare("ade20k", ade_root, "--out", tmp_path / "out", "--workers", "2")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "Skipped 2 images" in result.output
+    assert "val/ADE_val_00000001: cannot read annotation" in result.output
+    assert "val/ADE_val_00000003: annotation not found" in result.output
+    _assert_ade_ground_truth(tmp_path / "out", 3)
+
+
+def test_wrong_layout_names_the_expected_one_and_writes_nothing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = _prepare("ade20k", tmp_path / "empty", "--out", tmp_path / "out")
+    _assert_clean_error(result, "does not hold the ade20k dataset", "Expected layout")
+    assert not (tmp_path / "out").exists()
+    result = _prepare("voc", tmp_path / "missing", "--out", tmp_path / "out")
+    _assert_clean_error(result, "does not exist", "VOCdevkit/VOC2012/")
+    _assert_clean_error(_prepare("pcontext", "--out", tmp_path / "out"), "ROOT is required")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["imagenet", "x"], "choose one of ade20k"),
+        (["ade20k", "x", "--benchmark", "voc21"], "can be prepared for ade150"),
+        (["shapes", "some/root"], "give no ROOT"),
+        (["shapes", "--size", "big"], "--size is a side or a range"),
+        (["shapes", "--size", "80-60"], "MIN <= MAX"),
+        (["ade20k", "x", "--seed", "3"], "only apply to shapes"),
+        (["shapes", "--split", "test"], "--split must be"),
+        (["shapes", "--workers", "0"], "at least 1"),
+    ],
+)
+def test_bad_arguments_exit_2(tmp_path, args, message):
+    _assert_clean_error(_prepare(*args, "--out", tmp_path / "out"), message)
+
+
+def test_an_out_folder_of_another_dataset_is_refused(ade_root, tmp_path):
+    assert _prepare("shapes", "--out", tmp_path / "out", *SHAPES_SMALL).exit_code == 0
+    result = _prepare("ade20k", ade_root, "--out", tmp_path / "out")
+    _assert_clean_error(result, "different dataset")

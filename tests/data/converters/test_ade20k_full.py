@@ -1,0 +1,53 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segdiff.data.converters import ade20k_full
+from segdiff.data.prepared import IGNORE_ID, open_prepared
+from segdiff.data.writer import PreparedWriter
+from segdiff.errors import SegDiffInputError
+from segdiff.vocabularies import get_vocabulary
+
+# Full-ADE class index -> ADE-847 train id, from the benchmark list (0 and 246 are not in it).
+KNOWN = {2978: 0, 312: 1, 2420: 2, 3148: 846, 0: IGNORE_ID, 246: IGNORE_ID, 5: IGNORE_ID}
+
+
+def _class_map():
+    values = np.array(list(KNOWN))
+    return np.random.default_rng(0).choice(values, size=(8, 12))
+
+
+def _seg_png(class_map, path):
+    """Encode as the release does: R = class // 256 * 10, G = class % 256, B = instance."""
+    rgb = np.zeros((*class_map.shape, 3), np.uint8)
+    rgb[..., 0] = class_map // 256 * 10
+    rgb[..., 1] = class_map % 256
+    rgb[..., 2] = np.arange(class_map.size).reshape(class_map.shape) % 7 * 5
+    Image.fromarray(rgb).save(path)
+
+
+def test_ade847_decodes_r_and_g_and_ignores_other_classes(tmp_path):
+    scene = tmp_path / "ADE20K_2021_17_01" / "images" / "ADE" / "validation" / "urban" / "street"
+    scene.mkdir(parents=True)
+    stem = "ADE_val_00000001"
+    Image.new("RGB", (12, 8)).save(scene / f"{stem}.jpg")
+    _seg_png(_class_map(), scene / f"{stem}_seg.png")
+    (scene / f"{stem}.json").write_text(json.dumps({"annotation": {"object": []}}))
+    (scene / stem).mkdir()  # instance masks live here; they are PNGs, never images
+    Image.new("L", (12, 8)).save(scene / stem / f"instance_000_{stem}.png")
+
+    jobs = ade20k_full.find_jobs(tmp_path, "val", "ade847")
+    assert [job.name for job in jobs] == [stem]
+    vocabulary = get_vocabulary("ade847").classes
+    PreparedWriter(tmp_path / "out", "ade20k-full", "ade847", vocabulary).write_split("val", jobs)
+    prepared = open_prepared(tmp_path / "out", "val")
+    lookup = np.vectorize(KNOWN.get)
+    assert np.array_equal(prepared.benchmark_labels(f"{stem}.jpg"), lookup(_class_map()))
+    assert prepared.classes(f"{stem}.jpg")[:2] == ("wall", "building, edifice")
+
+
+def test_a_folder_without_the_release_names_the_layout(tmp_path):
+    with pytest.raises(SegDiffInputError, match="ADE20K_2021_17_01/images/ADE"):
+        ade20k_full.find_jobs(tmp_path, "val", "ade847")

@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from segdiff.data.converters import voc
+from segdiff.data.prepared import IGNORE_ID, open_prepared
+from segdiff.data.writer import PreparedWriter
+from segdiff.errors import SegDiffInputError
+from segdiff.vocabularies import get_vocabulary
+
+SHAPE = (10, 14)
+
+
+def _voc_palette():
+    """The standard VOC colour map: bits of the index spread over R, G, B from the MSB."""
+    palette = []
+    for index in range(256):
+        rgb = [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+        palette += rgb
+    return palette
+
+
+def _raw_labels(seed):
+    """Class indices 0..20 with a 255 "void" band, as in SegmentationClass."""
+    raw = np.random.default_rng(seed).integers(0, 21, SHAPE).astype(np.uint8)
+    raw[3, :] = 255
+    return raw
+
+
+def _image(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", SHAPE[::-1], (90, 60, 30)).save(path)
+
+
+def _palette_png(raw, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(raw)
+    image.putpalette(_voc_palette())
+    image.save(path)
+
+
+@pytest.fixture
+def voc_root(tmp_path):
+    """VOCdevkit/VOC2012 with 2 train and 2 val ids, SegmentationClassAug and SBD."""
+    devkit = tmp_path / "VOCdevkit" / "VOC2012"
+    lists = devkit / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "train.txt").write_text("2007_000001\n2007_000002\n")
+    (lists / "val.txt").write_text("2007_000003\n2007_000004\n")
+    for seed, i in enumerate(["2007_000001", "2007_000002", "2007_000003", "2007_000004"]):
+        _image(devkit / "JPEGImages" / f"{i}.jpg")
+        _palette_png(_raw_labels(seed), devkit / "SegmentationClass" / f"{i}.png")
+    # Augmented labels: one shadows an official mask, one is a val id (dropped), one is new.
+    (devkit / "SegmentationClassAug").mkdir()
+    for i in ["2007_000002", "2007_000003", "2008_000010"]:
+        _image(devkit / "JPEGImages" / f"{i}.jpg")
+        aug = Image.fromarray(np.full(SHAPE, 7, np.uint8))  # gray, like DeepLab's archive
+        aug.save(devkit / "SegmentationClassAug" / f"{i}.png")
+    sbd = tmp_path / "benchmark_RELEASE" / "dataset" / "cls"
+    sbd.mkdir(parents=True)
+    for i in ["2008_000010", "2008_000011"]:
+        _image(devkit / "JPEGImages" / f"{i}.jpg")
+        segmentation = np.full(SHAPE, 12, np.uint8)
+        scipy.io.savemat(sbd / f"{i}.mat", {"GTcls": {"Segmentation": segmentation}})
+    return tmp_path
+
+
+def _prepare(root, out, split, benchmark):
+    jobs = voc.find_jobs(root, split, benchmark)
+    writer = PreparedWriter(out, "voc", benchmark, get_vocabulary(benchmark).classes)
+    summary = writer.write_split(split, jobs)
+    assert summary.failures == []
+    return open_prepared(out, split)
+
+
+def test_voc21_keeps_palette_indices_and_ignores_the_void_band(voc_root, tmp_path):
+    prepared = _prepare(voc_root, tmp_path / "out", "val", "voc21")
+    assert prepared.image_names == ["2007_000003.jpg", "2007_000004.jpg"]
+    for seed, name in [(2, "2007_000003.jpg"), (3, "2007_000004.jpg")]:
+        raw = _raw_labels(seed).astype(np.int64)
+        expected = np.where(raw == 255, IGNORE_ID, raw)
+        assert np.array_equal(prepared.benchmark_labels(name), expected)
+
+
+def test_voc20_ignores_background(voc_root, tmp_path):
+    prepared = _prepare(voc_root / "VOCdevkit" / "VOC2012", tmp_path / "out", "val", "voc20")
+    raw = _raw_labels(2).astype(np.int64)
+    expected = np.where((raw == 0) | (raw == 255), IGNORE_ID, raw - 1)
+    assert np.array_equal(prepared.benchmark_labels("2007_000003.jpg"), expected)
+    assert "background" not in prepared.vocabulary
+
+
+def test_train_adds_the_augmented_images_but_never_val(voc_root, tmp_path):
+    prepared = _prepare(voc_root, tmp_path / "out", "train", "voc21")
+    names = ["2007_000001.jpg", "2007_000002.jpg", "2008_000010.jpg", "2008_000011.jpg"]
+    assert prepared.image_names == names
+    official = _raw_labels(1).astype(np.int64)  # SegmentationClass wins over the Aug mask
+    expected = np.where(official == 255, IGNORE_ID, official)
+    assert np.array_equal(prepared.benchmark_labels("2007_000002.jpg"), expected)
+    assert prepared.classes("2008_000010.jpg") == ("car",)  # SegmentationClassAug wins over SBD
+    assert prepared.classes("2008_000011.jpg") == ("dog",)  # from SBD's GTcls.Segmentation
+
+
+def test_a_folder_without_voc_names_the_layout(tmp_path):
+    with pytest.raises(SegDiffInputError, match="JPEGImages.*SegmentationClass"):
+        voc.find_jobs(tmp_path, "val", "voc21")

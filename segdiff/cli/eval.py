@@ -1,8 +1,8 @@
 """`segdiff eval`: score a model or a folder of label PNGs on a prepared benchmark split.
 
-Runs as one process, or sharded with ``accelerate launch -m segdiff eval ...``: every process
-scores its share of the images, the confusion matrices are summed, and the main process
-writes the outputs.
+Runs as one process, or sharded with ``accelerate launch --multi_gpu -m segdiff eval ...``
+(or ``torchrun -m``): every process scores its share of the images, the confusion matrices
+are summed, and the main process writes the outputs.
 """
 
 import os
@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from accelerate import PartialState
 
 from segdiff.cli.common import console, reports_input_errors
 from segdiff.data.prepared import open_prepared
 from segdiff.errors import SegDiffInputError
 from segdiff.evaluation.benchmarks import BENCHMARK_NAMES, Benchmark, get_benchmark
-from segdiff.evaluation.evaluate import evaluate
+from segdiff.evaluation.evaluate import evaluate, process_state
 from segdiff.evaluation.predictors import from_directory, from_predictor, load_model_predictor
 from segdiff.evaluation.report import next_run_dir, print_summary, write_outputs
 from segdiff.model import default_model_path
@@ -44,7 +43,9 @@ def command(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option(help="Output folder (default: runs/eval/<benchmark>, then -2, -3, ...)."),
+        typer.Option(
+            "--output", "-o", help="Output folder (default: runs/eval/<benchmark>, -2, -3, ...)."
+        ),
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N images.")] = None,
     ensemble_size: Annotated[
@@ -55,7 +56,7 @@ def command(
         int | None, typer.Option(min=0, help="Long edge the model works at; 0 = native.")
     ] = None,
     half_precision: Annotated[
-        bool, typer.Option("--half-precision", help="Run the model in fp16.")
+        bool, typer.Option("--half-precision", help="fp16 weights (CUDA only).")
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed of each image's noise.")] = None,
     batch_size: Annotated[int, typer.Option(min=0, help="0 picks one from memory.")] = 0,
@@ -65,7 +66,7 @@ def command(
     data_dir = _data_dir(bench, data)
     prepared = open_prepared(data_dir, split or bench.split)
     settings: dict[str, Any] = {"data": str(data_dir.resolve()), "limit": limit}
-    state = PartialState()
+    state = process_state()
     if predictions is not None:
         if model is not None:
             raise SegDiffInputError("give either --model or --predictions, not both")

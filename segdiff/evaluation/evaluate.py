@@ -1,20 +1,23 @@
 """Score a label source on a prepared split: one confusion matrix, sharded across processes.
 
-Under ``accelerate launch`` each process takes every num_processes-th image (by index in the
-sorted image list), and the per-process results are gathered and summed, so every process
-ends with the same result. A single process runs the same code with one shard.
+Under a multi-process launch (``accelerate launch``, ``torchrun``) each process takes every
+num_processes-th image (by index in the sorted image list), and the per-process results are
+gathered and summed, so every process ends with the same result. A single process runs the
+same code with one shard.
 
 Per-image problems do not stop the run (a process that stopped would leave the others
 waiting at the gather): missing predictions, unreadable files and size mismatches are
 collected and reported, and out-of-range prediction values are counted and scored as misses.
 """
 
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+import torch
 from accelerate import PartialState
-from accelerate.utils import gather_object
+from accelerate.utils import gather_object, parse_flag_from_env
 from rich.console import Console
 from rich.progress import track
 
@@ -59,6 +62,16 @@ class EvalResult:
         return compute_metrics(self.confusion)
 
 
+def process_state() -> PartialState:
+    """Accelerate's view of this launch. Processes started on a machine without CUDA (by
+    ``torchrun`` or ``accelerate launch --multi_gpu``) shard over gloo on the CPU; accelerate
+    treats them as unrelated single processes unless told ``cpu``. ``accelerate launch --cpu``
+    (one process) keeps the CPU as well."""
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (several and not torch.cuda.is_available())
+    return PartialState(cpu=cpu)
+
+
 def evaluate(
     benchmark: Benchmark,
     prepared: PreparedSplit,
@@ -75,7 +88,7 @@ def evaluate(
     if not names:
         raise SegDiffInputError(f"split {prepared.split!r} of {prepared.root} has no images")
     classes = benchmark.classes
-    state = PartialState()
+    state = process_state()
     shard = EvalResult(
         benchmark.name,
         prepared.split,

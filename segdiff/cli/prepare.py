@@ -30,7 +30,10 @@ def command(
     split: Annotated[str, typer.Option(help="train, val or all.")] = "all",
     benchmark: Annotated[
         str | None,
-        typer.Option(help="Vocabulary: voc21|voc20, pc59|pc459 (default: the first)."),
+        typer.Option(
+            help="voc: voc21|voc20; pcontext: pc59|pc459; ade20k-full: ade847|raw "
+            "(every object name, for open-vocabulary training). Default: the first."
+        ),
     ] = None,
     workers: Annotated[
         int, typer.Option(help="Worker processes (default: number of CPU cores).")
@@ -65,28 +68,22 @@ def command(
         if benchmark not in (None, "shapes"):
             raise SegDiffInputError(f"shapes has only the 'shapes' vocabulary, not {benchmark!r}")
         benchmark = "shapes"
-        side = _parse_size(size)
-        seed = 0 if seed is None else seed
-        counts = {
-            "train": shapes.DEFAULT_COUNTS["train"] if train_size is None else train_size,
-            "val": shapes.DEFAULT_COUNTS["val"] if val_size is None else val_size,
-        }
-        jobs = {s: shapes.find_jobs(s, counts[s], seed, side) for s in splits}
-        options = {"seed": seed, "size": [side, side] if isinstance(side, int) else list(side)}
+        jobs, options = _shapes_jobs(splits, train_size, val_size, size, seed)
+        vocabulary = get_vocabulary("shapes").classes
     else:
         if any(v is not None for v in (train_size, val_size, size, seed)):
             raise SegDiffInputError(
                 "--train-size, --val-size, --size and --seed only apply to shapes"
             )
         benchmark, jobs = _find_jobs(dataset, root, splits, benchmark)
+        vocabulary = CONVERTERS[dataset].vocabulary(root.resolve(), benchmark)
 
-    vocabulary = get_vocabulary(benchmark)
-    writer = PreparedWriter(out, dataset, benchmark, vocabulary.classes, options)
+    writer = PreparedWriter(out, dataset, benchmark, vocabulary, options)
     summaries = [
         writer.write_split(s, split_jobs[:limit], workers, console)
         for s, split_jobs in jobs.items()
     ]
-    _report(summaries, writer.out, len(vocabulary.classes))
+    _report(summaries, writer.out, len(vocabulary))
     if any(summary.failures for summary in summaries):
         raise typer.Exit(code=1)
 
@@ -125,6 +122,26 @@ def _find_jobs(
     for err in errors:
         console.print(f"Note: skipping a split: {err}", markup=False, style="yellow")
     return benchmark, jobs
+
+
+def _shapes_jobs(
+    splits: tuple[str, ...],
+    train_size: int | None,
+    val_size: int | None,
+    size: str | None,
+    seed: int | None,
+) -> tuple[dict[str, list[Job]], dict]:
+    """The shapes jobs of every split, and the generator options to record in meta.json."""
+    counts = {"train": train_size, "val": val_size}
+    for split, count in counts.items():
+        if count is None:
+            counts[split] = shapes.DEFAULT_COUNTS[split]
+        elif count < 1:
+            raise SegDiffInputError(f"--{split}-size must be at least 1, got {count}")
+    side = _parse_size(size)
+    seed = 0 if seed is None else seed
+    jobs = {split: shapes.find_jobs(split, counts[split], seed, side) for split in splits}
+    return jobs, {"seed": seed, "size": [side, side] if isinstance(side, int) else list(side)}
 
 
 def _parse_size(text: str | None) -> int | tuple[int, int]:

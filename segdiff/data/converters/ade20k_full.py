@@ -1,45 +1,77 @@
-"""Full ADE20K release (ADE20K_2021_17_01) -> ADE-847.
+"""Full ADE20K release (ADE20K_2021_17_01) -> ADE-847, or every object name ("raw").
 
 Each image ``<id>.jpg`` has ``<id>_seg.png`` beside it, whose pixel class is the full-ADE
-index ``(R // 10) * 256 + G`` (0 = unlabeled). The 847 benchmark indices map to their train
-ids; every other index is ignored. Images keep their source resolution: the published ADE-847
-numbers are computed on images resized to a shorter side of 512, which evaluation can do.
+index ``(R // 10) * 256 + G`` (0 = unlabeled), and ``<id>.json`` naming its objects.
+
+- ``ade847``: the 847 benchmark indices map to their train ids; every other index is ignored.
+- ``raw`` (open-vocabulary training): the vocabulary is every whole-object class name found
+  in the JSON files of both splits (field ``name`` of objects with ``part_level`` 0), ordered
+  by class index; indices that share a name share a class. The scan reads every JSON once
+  per run.
+
+Images keep their source resolution: the published ADE-847 numbers are computed on images
+resized to a shorter side of 512, which evaluation can do.
 """
 
-from functools import partial
+import json
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from rich.console import Console
+from rich.progress import track
 
-from segdiff.data.converters.common import Converter, find_dataset_dir, layout_error, remap
+from segdiff.data.converters.common import (
+    Converter,
+    find_dataset_dir,
+    layout_error,
+    lookup_table,
+)
+from segdiff.data.prepared import IGNORE_ID
 from segdiff.data.writer import Converted, Job
 from segdiff.errors import SegDiffInputError
+from segdiff.vocabularies import get_vocabulary
 
 LAYOUT = (
-    "ADE20K_2021_17_01/images/ADE/{training,validation}/<scene group>/<scene>/ with <id>.jpg "
-    "and <id>_seg.png side by side (ROOT may be ADE20K_2021_17_01 or its parent)"
+    "ADE20K_2021_17_01/images/ADE/{training,validation}/<scene group>/<scene>/ with <id>.jpg, "
+    "<id>_seg.png and <id>.json side by side (ROOT may be ADE20K_2021_17_01 or its parent)"
 )
 SPLIT_FOLDERS = {"train": "training", "val": "validation"}
+RAW = "raw"
 
 
 def find_jobs(root: Path, split: str, benchmark: str) -> list[Job]:
-    ade = find_dataset_dir(root, ("", "ADE20K_2021_17_01"), ("images/ADE",))
-    if ade is None:
-        raise layout_error("ade20k-full", root, LAYOUT)
+    ade = _dataset_dir(root)
     images = ade / "images" / "ADE" / SPLIT_FOLDERS[split]
     if not images.is_dir():
         raise layout_error("ade20k-full", root, LAYOUT, f"the split folder {images} is missing")
-    return [
-        Job(
-            path.stem, partial(read_sample, path, path.with_name(f"{path.stem}_seg.png"), benchmark)
-        )
-        for path in sorted(images.rglob("*.jpg"), key=lambda p: p.name)
-    ]
+    unnamed: frozenset[Path] = frozenset()
+    if benchmark == RAW:
+        _, lookup, unnamed = raw_vocabulary(ade)
+    else:
+        lookup = lookup_table(benchmark)
+    jobs = []
+    for path in sorted(images.rglob("*.jpg"), key=lambda p: p.name):
+        if path.with_suffix(".json") in unnamed:
+            read = partial(_no_names, path.with_suffix(".json"))
+        else:  # one lookup array shared by all jobs: a pickled chunk of jobs holds it once
+            read = partial(read_sample, path, path.with_name(f"{path.stem}_seg.png"), lookup)
+        jobs.append(Job(path.stem, read))
+    return jobs
 
 
-def read_sample(image: Path, annotation: Path, benchmark: str) -> Converted:
-    return Converted(labels=remap(read_class_map(annotation), benchmark), image=image)
+def vocabulary(root: Path, benchmark: str) -> tuple[str, ...]:
+    """The class names of ``benchmark``; for raw, those found in the dataset at ``root``."""
+    if benchmark == RAW:
+        return raw_vocabulary(_dataset_dir(root))[0]
+    return get_vocabulary(benchmark).classes
+
+
+def read_sample(image: Path, annotation: Path, lookup: np.ndarray) -> Converted:
+    """``lookup``: full-ADE class index -> vocabulary id; its last entry catches the rest."""
+    class_map = read_class_map(annotation)
+    return Converted(labels=lookup[np.minimum(class_map, len(lookup) - 1)], image=image)
 
 
 def read_class_map(path: Path) -> np.ndarray:
@@ -54,6 +86,59 @@ def read_class_map(path: Path) -> np.ndarray:
     return (rgb[..., 0] // 10).astype(np.uint16) * 256 + rgb[..., 1]
 
 
+@cache
+def raw_vocabulary(ade: Path) -> tuple[tuple[str, ...], np.ndarray, frozenset[Path]]:
+    """Over the JSON files of both splits: the class names, a lookup from full-ADE class
+    index to name id, and the JSON files that could not be read (their images are skipped).
+    """
+    paths = sorted((ade / "images" / "ADE").rglob("*.json"), key=lambda p: p.name)
+    names_by_index: dict[int, str] = {}
+    unreadable = set()
+    console = Console(stderr=True)
+    for path in track(paths, description="reading object names", console=console):
+        objects = _whole_objects(path)
+        if objects is None:
+            unreadable.add(path)
+        for index, name in objects or []:
+            names_by_index.setdefault(index, name)
+    if not names_by_index:
+        raise layout_error("ade20k-full", ade, LAYOUT, f"no object names in JSON files under {ade}")
+    names = tuple(dict.fromkeys(names_by_index[i] for i in sorted(names_by_index)))
+    ids = {name: k for k, name in enumerate(names)}
+    lookup = np.full(max(names_by_index) + 2, IGNORE_ID, dtype=np.uint16)
+    for index, name in names_by_index.items():
+        lookup[index] = ids[name]
+    return names, lookup, frozenset(unreadable)
+
+
+def _whole_objects(path: Path) -> list[tuple[int, str]] | None:
+    """(class index, name) of the whole objects in one image's JSON; None if unreadable."""
+    try:
+        objects = json.loads(path.read_bytes())["annotation"]["object"]
+        return [
+            (int(obj["name_ndx"]), obj["name"].strip())
+            for obj in objects
+            if obj["parts"]["part_level"] == 0 and obj["name"].strip()
+        ]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _no_names(json_path: Path) -> Converted:
+    raise SegDiffInputError(f"cannot read the object names of {json_path}")
+
+
+def _dataset_dir(root: Path) -> Path:
+    ade = find_dataset_dir(root, ("", "ADE20K_2021_17_01"), ("images/ADE",))
+    if ade is None:
+        raise layout_error("ade20k-full", root, LAYOUT)
+    return ade
+
+
 CONVERTER = Converter(
-    dataset="ade20k-full", layout=LAYOUT, benchmarks=("ade847",), find_jobs=find_jobs
+    dataset="ade20k-full",
+    layout=LAYOUT,
+    benchmarks=("ade847", RAW),
+    find_jobs=find_jobs,
+    vocabulary=vocabulary,
 )

@@ -14,7 +14,7 @@ from segdiff.data.prepared import IGNORE_ID
 from segdiff.data.writer import Converted, Job
 from segdiff.errors import SegDiffInputError
 from segdiff.imageio import IMAGE_SUFFIXES
-from segdiff.vocabularies import source_ids
+from segdiff.vocabularies import get_vocabulary, source_ids
 
 SPLITS = ("train", "val")
 
@@ -31,6 +31,10 @@ class Converter:
     find_jobs: Callable[[Path, str, str], list[Job]]
     """(root, split, benchmark) -> one job per image, sorted by id. Raises SegDiffInputError
     naming the expected layout when the folder does not hold the dataset or the split."""
+    vocabulary: Callable[[Path, str], tuple[str, ...]] = lambda root, benchmark: (
+        get_vocabulary(benchmark).classes
+    )
+    """(root, benchmark) -> class names; only datasets with a data-defined vocabulary need it."""
 
 
 def find_dataset_dir(

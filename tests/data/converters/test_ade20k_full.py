@@ -48,6 +48,49 @@ def test_ade847_decodes_r_and_g_and_ignores_other_classes(tmp_path):
     assert prepared.classes(f"{stem}.jpg")[:2] == ("wall", "building, edifice")
 
 
+def _objects(*objects):
+    """A per-image JSON: (name_ndx, name, part_level) per object."""
+    return json.dumps(
+        {
+            "annotation": {
+                "object": [
+                    {"id": i, "name": name, "name_ndx": index, "parts": {"part_level": level}}
+                    for i, (index, name, level) in enumerate(objects)
+                ]
+            }
+        }
+    )
+
+
+def test_raw_mode_names_every_whole_object_of_both_splits(tmp_path):
+    ade = tmp_path / "ADE20K_2021_17_01" / "images" / "ADE"
+    train_scene, val_scene = ade / "training" / "a" / "b", ade / "validation" / "c" / "d"
+    train_scene.mkdir(parents=True)
+    val_scene.mkdir(parents=True)
+    class_map = np.array([[2978, 312, 5], [999, 246, 0]])
+    for scene, stem in ((train_scene, "ADE_train_00000001"), (val_scene, "ADE_val_00000001")):
+        Image.new("RGB", (3, 2)).save(scene / f"{stem}.jpg")
+        _seg_png(class_map, scene / f"{stem}_seg.png")
+    (train_scene / "ADE_train_00000001.json").write_text(
+        _objects((2978, "wall", 0), (5, "zither ", 0), (999, "door knob", 1))
+    )
+    (val_scene / "ADE_val_00000001.json").write_text(_objects((312, "building, edifice", 0)))
+
+    assert ade20k_full.vocabulary(tmp_path, "raw") == ("zither", "building, edifice", "wall")
+    jobs = ade20k_full.find_jobs(tmp_path, "val", "raw")
+    vocabulary = ade20k_full.vocabulary(tmp_path, "raw")
+    PreparedWriter(tmp_path / "out", "ade20k-full", "raw", vocabulary).write_split("val", jobs)
+    labels = open_prepared(tmp_path / "out", "val").benchmark_labels("ADE_val_00000001.jpg")
+    # 999 is named only as a part, 246 and 0 not at all: all three are ignored.
+    assert labels.tolist() == [[2, 1, 0], [IGNORE_ID, IGNORE_ID, IGNORE_ID]]
+
+    (val_scene / "ADE_val_00000001.json").write_text("{broken")
+    ade20k_full.raw_vocabulary.cache_clear()
+    (job,) = ade20k_full.find_jobs(tmp_path, "val", "raw")
+    with pytest.raises(SegDiffInputError, match="cannot read the object names"):
+        job.convert()
+
+
 def test_a_folder_without_the_release_names_the_layout(tmp_path):
     with pytest.raises(SegDiffInputError, match="ADE20K_2021_17_01/images/ADE"):
         ade20k_full.find_jobs(tmp_path, "val", "ade847")

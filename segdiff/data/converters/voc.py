@@ -4,7 +4,8 @@ Annotations are palette PNGs read as raw indices: 0 background, 1..20 the classe
 void band along object borders (ignored in every protocol). The train split is ``train.txt``
 plus every image of the SBD augmentation found (``SegmentationClassAug/*.png`` or SBD's
 ``benchmark_RELEASE/dataset/cls/*.mat``) minus ``val.txt``: the usual 10,582 images with the
-full augmentation. An image's official ``SegmentationClass`` mask wins over an augmented one.
+full augmentation. An image's official ``SegmentationClass`` mask wins over an augmented one,
+and SegmentationClassAug over SBD.
 """
 
 from functools import partial
@@ -38,21 +39,35 @@ def find_jobs(root: Path, split: str, benchmark: str) -> list[Job]:
     )
     if voc is None:
         raise layout_error("voc", root, LAYOUT)
-    official = voc / "SegmentationClass"
+    official = (voc / "SegmentationClass", ".png")
+    augmentations = _augmentations(voc)
     val_ids = _split_ids(voc, root, "val")
     if split == "val":
-        annotations = {i: official / f"{i}.png" for i in val_ids}
+        ids = set(val_ids)
+        # Like CAT-Seg, take SegmentationClassAug's copy when the official mask is absent.
+        sources = [official, *(a for a in augmentations if a[1] == ".png")]
     else:
-        annotations = {i: official / f"{i}.png" for i in _split_ids(voc, root, "train")}
-        for folder, suffix in _augmentations(voc):
-            for path in folder.glob(f"*{suffix}"):
-                annotations.setdefault(path.stem, path)
-        for i in val_ids:
-            annotations.pop(i, None)
+        ids = set(_split_ids(voc, root, "train"))
+        for folder, suffix in augmentations:
+            ids.update(path.stem for path in folder.glob(f"*{suffix}"))
+        ids -= set(val_ids)
+        sources = [official, *augmentations]
     return [
-        Job(i, partial(read_sample, voc / "JPEGImages" / f"{i}.jpg", annotations[i], benchmark))
-        for i in sorted(annotations)
+        Job(
+            i,
+            partial(
+                read_sample, voc / "JPEGImages" / f"{i}.jpg", _annotation(sources, i), benchmark
+            ),
+        )
+        for i in sorted(ids)
     ]
+
+
+def _annotation(sources: list[tuple[Path, str]], image_id: str) -> Path:
+    """The first label file of ``image_id`` among (folder, suffix) sources; else the first
+    candidate, which is then reported missing."""
+    candidates = [folder / f"{image_id}{suffix}" for folder, suffix in sources]
+    return next((path for path in candidates if path.is_file()), candidates[0])
 
 
 def read_sample(image: Path, annotation: Path, benchmark: str) -> Converted:

@@ -105,6 +105,20 @@ def test_train_adds_the_augmented_images_but_never_val(voc_root, tmp_path):
     assert prepared.classes("2008_000011.jpg") == ("dog",)  # from SBD's GTcls.Segmentation
 
 
+def test_val_falls_back_to_the_aug_copy_but_never_to_sbd(voc_root, tmp_path):
+    devkit = voc_root / "VOCdevkit" / "VOC2012"
+    (devkit / "SegmentationClass" / "2007_000003.png").unlink()
+    (devkit / "SegmentationClass" / "2007_000004.png").unlink()
+    sbd = voc_root / "benchmark_RELEASE" / "dataset" / "cls"
+    scipy.io.savemat(sbd / "2007_000004.mat", {"GTcls": {"Segmentation": np.ones(SHAPE)}})
+    jobs = voc.find_jobs(voc_root, "val", "voc21")
+    writer = PreparedWriter(tmp_path / "out", "voc", "voc21", get_vocabulary("voc21").classes)
+    summary = writer.write_split("val", jobs)
+    assert open_prepared(tmp_path / "out", "val").classes("2007_000003.jpg") == ("car",)
+    assert [name for name, _ in summary.failures] == ["2007_000004"]
+    assert "annotation not found" in summary.failures[0][1]
+
+
 def test_a_folder_without_voc_names_the_layout(tmp_path):
     with pytest.raises(SegDiffInputError, match="JPEGImages.*SegmentationClass"):
         voc.find_jobs(tmp_path, "val", "voc21")

@@ -49,13 +49,23 @@ def sample_panel(
         Image.fromarray(colorize(pred_ids, colors)).resize(size, Image.Resampling.NEAREST),
     ]
     font = ImageFont.load_default(size=12)
-    seen = sorted(set(np.unique(gt).tolist()) | set(np.unique(pred_ids).tolist()))
-    legend = [k for k in seen if k < len(classes)]
     gap, title_h, row_h = 4, 18, 16
-    legend_rows = (len(legend) + 2) // 3 + 1
-    panel = Image.new(
-        "RGB", (3 * width + 2 * gap, title_h + _TILE_HEIGHT + legend_rows * row_h), "white"
-    )
+    panel_width = 3 * width + 2 * gap
+
+    # Legend: the classes in either map, then the black entry, flowing left to right.
+    seen = sorted(set(np.unique(gt).tolist()) | set(np.unique(pred_ids).tolist()))
+    entries = [(tuple(int(c) for c in colors[k]), classes[k]) for k in seen if k < len(classes)]
+    entries.append((NONE_COLOR, "ignored (ground truth) / none (prediction)"))
+    positions, x, y = [], 2, 0
+    for _, name in entries:
+        entry_width = 14 + int(font.getlength(name)) + 16
+        if x > 2 and x + entry_width > panel_width:
+            x, y = 2, y + row_h
+        positions.append((x, y))
+        x += entry_width
+
+    top = title_h + _TILE_HEIGHT + 4
+    panel = Image.new("RGB", (panel_width, top + y + row_h + 2), "white")
     draw = ImageDraw.Draw(panel)
     for i, (tile, title) in enumerate(
         zip(tiles, ("image", "ground truth", "prediction"), strict=True)
@@ -63,15 +73,9 @@ def sample_panel(
         x = i * (width + gap)
         panel.paste(tile, (x, title_h))
         draw.text((x + 2, 2), title, fill="black", font=font)
-    top = title_h + _TILE_HEIGHT + 2
-    column_w = panel.width // 3
-    for n, k in enumerate(legend):
-        x, y = (n % 3) * column_w + 2, top + (n // 3) * row_h
-        draw.rectangle((x, y + 2, x + 10, y + 12), fill=tuple(int(c) for c in colors[k]))
-        draw.text((x + 14, y), classes[k], fill="black", font=font)
-    y = top + (len(legend) + 2) // 3 * row_h
-    draw.rectangle((2, y + 2, 12, y + 12), fill=NONE_COLOR)
-    draw.text((16, y), "ignored (ground truth) / none (prediction)", fill="black", font=font)
+    for (color, name), (x, y) in zip(entries, positions, strict=True):
+        draw.rectangle((x, top + y + 2, x + 10, top + y + 12), fill=color)
+        draw.text((x + 14, top + y), name, fill="black", font=font)
     return np.asarray(panel)
 
 

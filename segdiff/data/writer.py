@@ -17,7 +17,9 @@ import json
 import multiprocessing
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,10 +139,11 @@ class PreparedWriter:
         console: Console | None = None,
     ) -> SplitSummary:
         """Prepare ``jobs`` into ``out/<split>``, skipping images finished by an earlier run."""
-        names = [job.name for job in jobs]
-        if len(set(names)) != len(names):
-            duplicates = sorted({n for n in names if names.count(n) > 1})[:5]
-            raise SegDiffInputError(f"several source images share the ids {duplicates}")
+        duplicates = sorted(
+            n for n, count in Counter(job.name for job in jobs).items() if count > 1
+        )
+        if duplicates:
+            raise SegDiffInputError(f"several source images share the ids {duplicates[:5]}")
         split_dir = self.out / split
         (split_dir / "masks").mkdir(parents=True, exist_ok=True)
         (split_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -207,36 +210,16 @@ class PreparedWriter:
         )
 
 
-def _mapper(workers: int, num_tasks: int):
-    """A context manager giving ``run(function, items)``: a process pool, or in-process."""
+@contextmanager
+def _mapper(workers: int, num_tasks: int) -> Iterator[Callable]:
+    """Yield ``run(function, items)``: a process pool's unordered map, or the builtin map."""
     if workers <= 1 or num_tasks <= 1:
-        return _InProcess()
-    return _Pool(workers, num_tasks)
-
-
-class _InProcess:
-    def __enter__(self):
-        return map
-
-    def __exit__(self, *exc_info) -> None:
-        return None
-
-
-class _Pool:
-    def __init__(self, workers: int, num_tasks: int) -> None:
-        self.pool = multiprocessing.Pool(processes=min(workers, num_tasks))
-        # Chunks amortise the inter-process traffic without starving the bar of updates.
-        self.chunksize = max(1, min(16, num_tasks // (workers * 8)))
-
-    def __enter__(self):
-        return lambda function, items: self.pool.imap_unordered(function, items, self.chunksize)
-
-    def __exit__(self, *exc_info) -> None:
-        if exc_info[0] is None:
-            self.pool.close()
-        else:
-            self.pool.terminate()
-        self.pool.join()
+        yield map
+        return
+    # Chunks amortise the inter-process traffic without starving the bar of updates.
+    chunksize = max(1, min(16, num_tasks // (workers * 8)))
+    with multiprocessing.Pool(processes=min(workers, num_tasks)) as pool:
+        yield lambda function, items: pool.imap_unordered(function, items, chunksize)
 
 
 def _prepare_one(task: tuple[Job, Path, int]) -> dict[str, Any]:

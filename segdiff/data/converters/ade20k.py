@@ -11,7 +11,7 @@ from segdiff.data.converters.common import (
     find_dataset_dir,
     layout_error,
     paired_png_jobs,
-    read_ids,
+    read_lines,
 )
 from segdiff.data.writer import Job
 
@@ -38,7 +38,7 @@ def _check_object_info(path: Path, root: Path) -> None:
     """objectInfo150.txt (a header + one row per class) must list 150 classes."""
     if not path.is_file():
         raise layout_error("ade20k", root, LAYOUT, f"{path} is missing")
-    rows = len(read_ids(path)) - 1
+    rows = len(read_lines(path)) - 1
     if rows != 150:
         raise layout_error(
             "ade20k", root, LAYOUT, f"{path} lists {rows} classes, not the 150 of ADE-150"

@@ -72,7 +72,10 @@ def remap(raw: np.ndarray, benchmark: str) -> np.ndarray:
     raw = np.asarray(raw)
     if raw.dtype.kind not in "ui":
         raise SegDiffInputError(f"annotation values must be integers, got {raw.dtype}")
-    return table[np.clip(raw, 0, len(table) - 1)]
+    beyond = len(table) - 1
+    if raw.dtype.kind == "i":
+        raw = np.where(raw < 0, beyond, raw)
+    return table[np.minimum(raw, beyond)]
 
 
 def read_index_png(path: Path) -> np.ndarray:
@@ -101,8 +104,8 @@ def load_mat(path: Path) -> dict[str, np.ndarray]:
         raise SegDiffInputError(f"cannot read annotation {path}: {err}") from err
 
 
-def read_ids(path: Path) -> list[str]:
-    """Image ids of a split list file (one a line, blank lines skipped)."""
+def read_lines(path: Path) -> list[str]:
+    """The non-blank lines of a text file, stripped (split lists, label lists)."""
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

@@ -17,7 +17,7 @@ from segdiff.data.converters.common import (
     find_dataset_dir,
     layout_error,
     load_mat,
-    read_ids,
+    read_lines,
     remap,
 )
 from segdiff.data.writer import Converted, Job
@@ -72,7 +72,7 @@ def read_sample(image: Path, annotation: Path, benchmark: str) -> Converted:
 
 def _check_labels_txt(path: Path, root: Path) -> None:
     """labels.txt must be the 459-class list, or the ids mean something else."""
-    ids = {line.partition(":")[0].strip() for line in read_ids(path)}
+    ids = {line.partition(":")[0].strip() for line in read_lines(path)}
     if ids != {str(i) for i in range(1, NUM_LABELS + 1)}:
         raise layout_error(
             "pcontext",

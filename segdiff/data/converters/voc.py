@@ -18,8 +18,8 @@ from segdiff.data.converters.common import (
     find_dataset_dir,
     layout_error,
     load_mat,
-    read_ids,
     read_index_png,
+    read_lines,
     remap,
 )
 from segdiff.data.writer import Converted, Job
@@ -88,7 +88,7 @@ def _split_ids(voc: Path, root: Path, split: str) -> list[str]:
     path = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not path.is_file():
         raise layout_error("voc", root, LAYOUT, f"the split list {path} is missing")
-    return read_ids(path)
+    return read_lines(path)
 
 
 def _augmentations(voc: Path) -> list[tuple[Path, str]]:

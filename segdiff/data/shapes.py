@@ -98,9 +98,7 @@ def _shape_color(rng: np.random.Generator, background_colors: np.ndarray) -> np.
 def _shape_mask(rng: np.random.Generator, shape: str, height: int, width: int) -> np.ndarray:
     """Boolean mask of one randomly placed, sized and rotated shape, fully inside the image."""
     radius = rng.uniform(*SIZE_FRACTION) * min(height, width) / 2
-    center = np.array(
-        [rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)]
-    )
+    center = np.array([rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)])
     angle = rng.uniform(0, 2 * np.pi)
     canvas = np.zeros((height, width), dtype=np.uint8)
     scale = 1 << SUBPIXEL_BITS

@@ -20,15 +20,20 @@ from segdiff.errors import SegDiffInputError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image as 8-bit RGB: EXIF orientation applied, gray/RGBA/16-bit converted."""
+def load_rgb(path: str | Path, exif_transpose: bool = True) -> Image.Image:
+    """Open an image as 8-bit RGB: gray/RGBA/16-bit converted, EXIF orientation applied.
+
+    Dataset annotations are drawn on the stored pixels, whatever the EXIF tag says, so
+    images of a prepared dataset are read with ``exif_transpose=False``.
+    """
     path = Path(path)
     if not path.is_file():
         raise SegDiffInputError(f"image not found: {path}")
     try:
         with Image.open(path) as img:
             img.load()
-            img = ImageOps.exif_transpose(img)
+            if exif_transpose:
+                img = ImageOps.exif_transpose(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise SegDiffInputError(f"cannot read image {path}: {err}") from err
     return to_rgb(img)

@@ -61,3 +61,11 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path):
         raise RuntimeError("killed")
     assert target.read_text().strip().replace(" ", "").replace("\n", "") == '{"v":1}'
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_prepared_dataset_images_can_keep_their_stored_orientation(tmp_path):
+    image = Image.fromarray(np.zeros((10, 20, 3), dtype=np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert load_rgb(tmp_path / "rotated.jpg", exif_transpose=False).size == (20, 10)

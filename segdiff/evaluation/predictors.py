@@ -62,7 +62,7 @@ def from_predictor(
     classes = list(classes)
 
     def labels(image_name: str) -> np.ndarray:
-        return np.asarray(predict(load_rgb(prepared.image_path(image_name)), classes))
+        return np.asarray(predict(load_rgb(prepared.image_path(image_name), exif_transpose=False), classes))
 
     return labels
 

@@ -9,25 +9,25 @@ from PIL import Image, ImageDraw, ImageFont
 from segdiff.depth_coding import NONE_LABEL
 
 NONE_COLOR = (0, 0, 0)
+_GOLDEN = 0.618033988749895
 MIN_REGION_FRACTION = 0.004  # regions smaller than this get no name written on them
 
 
 def class_colors(num_classes: int) -> np.ndarray:
-    """Distinct, deterministic RGB colors: hues spaced by the golden ratio, two brightnesses."""
-    colors = np.zeros((num_classes, 3), dtype=np.uint8)
-    for k in range(num_classes):
-        hue = (k * 0.618033988749895) % 1.0
-        value = 0.95 if k % 2 == 0 else 0.7
-        colors[k] = np.round(np.array(colorsys.hsv_to_rgb(hue, 0.75, value)) * 255)
-    return colors
+    """Deterministic RGB colors (uint8 ``[N, 3]``): hues step by the golden ratio and four
+    saturation/brightness pairs alternate, so neighbouring ids differ and class k keeps its
+    color whatever N is."""
+    colors = [
+        colorsys.hsv_to_rgb((k * _GOLDEN) % 1.0, 0.85 - 0.3 * (k % 2), 0.95 - 0.25 * (k // 2 % 2))
+        for k in range(num_classes)
+    ]
+    return np.round(np.array(colors).reshape(-1, 3) * 255).astype(np.uint8)
 
 
 def colorize(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Label map (255 = none) to an RGB image."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[:num_classes] = class_colors(num_classes)
-    palette[NONE_LABEL] = NONE_COLOR
-    return palette[labels]
+    """Label map to RGB; any value outside 0..K-1 (none, ignore) is NONE_COLOR."""
+    palette = np.vstack([class_colors(num_classes), np.array([NONE_COLOR], dtype=np.uint8)])
+    return palette[np.minimum(labels.astype(np.int64), num_classes)]
 
 
 def _font(size: int) -> ImageFont.ImageFont:

@@ -62,7 +62,8 @@ def from_predictor(
     classes = list(classes)
 
     def labels(image_name: str) -> np.ndarray:
-        return np.asarray(predict(load_rgb(prepared.image_path(image_name), exif_transpose=False), classes))
+        image = load_rgb(prepared.image_path(image_name), exif_transpose=False)
+        return np.asarray(predict(image, classes))
 
     return labels
 

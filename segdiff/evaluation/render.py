@@ -1,36 +1,16 @@
-"""Pictures of an evaluation: class colors, sample panels and the confusion matrix.
+"""Pictures of an evaluation: sample panels and the confusion matrix (colors: visualize).
 
 Only Pillow and numpy: a confusion matrix must render for 7 classes (names and numbers in the
 cells) as well as for 847 (one pixel a cell, no text).
 """
 
-import colorsys
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-NONE_COLOR = (0, 0, 0)
-"""Ignored ground truth and "none" predictions."""
+from segdiff.visualize import NONE_COLOR, class_colors, colorize
 
-_GOLDEN = 0.618033988749895
 _TILE_HEIGHT = 256
 _BLUE = np.array([8, 48, 107], dtype=np.float64)
-
-
-def class_colors(num_classes: int) -> np.ndarray:
-    """Deterministic RGB colors (uint8 ``[N, 3]``); hues step by the golden ratio so that
-    neighbouring ids differ, and class k keeps its color whatever N is."""
-    colors = [
-        colorsys.hsv_to_rgb((k * _GOLDEN) % 1.0, 0.85 - 0.3 * (k % 2), 0.95 - 0.25 * (k // 2 % 2))
-        for k in range(num_classes)
-    ]
-    return np.round(np.array(colors).reshape(-1, 3) * 255).astype(np.uint8)
-
-
-def colorize(ids: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """Class ids to RGB; any id >= N (none, ignore) is NONE_COLOR."""
-    palette = np.vstack([colors, np.array([NONE_COLOR], dtype=np.uint8)])
-    return palette[np.minimum(ids.astype(np.int64), len(colors))]
 
 
 def sample_panel(
@@ -45,8 +25,8 @@ def sample_panel(
     size = (width, _TILE_HEIGHT)
     tiles = [
         image.convert("RGB").resize(size, Image.Resampling.BILINEAR),
-        Image.fromarray(colorize(gt, colors)).resize(size, Image.Resampling.NEAREST),
-        Image.fromarray(colorize(pred_ids, colors)).resize(size, Image.Resampling.NEAREST),
+        Image.fromarray(colorize(gt, len(classes))).resize(size, Image.Resampling.NEAREST),
+        Image.fromarray(colorize(pred_ids, len(classes))).resize(size, Image.Resampling.NEAREST),
     ]
     font = ImageFont.load_default(size=12)
     gap, title_h, row_h = 4, 18, 16

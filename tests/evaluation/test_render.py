@@ -1,30 +1,9 @@
-"""Class colors, sample panels and confusion-matrix pictures."""
+"""Sample panels and confusion-matrix pictures."""
 
 import numpy as np
 from PIL import Image
 
-from segdiff.evaluation.render import (
-    NONE_COLOR,
-    class_colors,
-    colorize,
-    confusion_image,
-    sample_panel,
-)
-
-
-def test_class_colors_are_distinct_and_stable():
-    colors = class_colors(847)
-    assert colors.shape == (847, 3) and colors.dtype == np.uint8
-    assert len({tuple(c) for c in colors[:21]}) == 21
-    np.testing.assert_array_equal(class_colors(7), colors[:7])
-    assert NONE_COLOR not in {tuple(c) for c in colors}
-
-
-def test_colorize_draws_none_and_ignore_black():
-    colors = class_colors(3)
-    rgb = colorize(np.array([[0, 2, 3, 65535]]), colors)
-    np.testing.assert_array_equal(rgb[0, :2], colors[[0, 2]])
-    assert (rgb[0, 2:] == 0).all()
+from segdiff.evaluation.render import confusion_image, sample_panel
 
 
 def test_sample_panel_has_three_tiles_and_a_legend():

@@ -1,0 +1,459 @@
+"""Export to ONNX graphs that onnxruntime runs, checked against PyTorch before they are kept.
+
+Five graphs (symbolic dimensions in brackets; see ``segdiff_onnx.json`` in an export):
+
+- ``text_encoder.onnx``: input_ids [batch, tokenizer max length] int64 -> embedding
+  [batch, dim], the pooled (end-of-text) state that segdiff uses as a class's text embedding.
+- ``cam.onnx``: class_embeddings [batch, classes, dim], levels [batch, classes] (float32, gray
+  level / 255), attention_mask [batch, classes] bool -> context [batch, classes, dim], zero at
+  padding. Kept apart from the text encoder because class embeddings are computed once per
+  name and cached, while the CAM runs for every class list.
+- ``unet.onnx``: sample [batch, 8, height, width] (image latent + noisy mask latent),
+  timestep [batch or 1] int64, encoder_hidden_states [batch, classes, dim],
+  encoder_attention_mask [batch, classes] bool -> prediction [batch, 4, height, width].
+- ``vae_encoder.onnx``: image [batch, 3, H, W] in [-1, 1] -> latent: the mean of the latent
+  distribution times the VAE scaling factor, i.e. exactly what the UNet takes.
+- ``vae_decoder.onnx``: latent (same scale) -> image [batch, 3, H, W] in about [-1, 1].
+
+Weights of 1 KiB and more are always stored as external data (``<graph>.onnx.data``), so
+graphs of any size stay under protobuf's 2 GB limit and every export has the same layout.
+
+Verification: each graph runs in onnxruntime (CPU) on random inputs of two different shapes
+(batch, spatial size and class count all change), and its output is compared with the
+PyTorch module it came from (for the CAM: the pipeline's own CAM on unpadded class lists).
+A graph passes when ``max |onnx - torch| <= TOLERANCE[dtype] * max(1, max |torch|)``;
+``verification.json`` records every difference, and any failure fails the export.
+"""
+
+import json
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from segdiff import depth_coding
+from segdiff.errors import SegDiffInputError
+from segdiff.export.common import StepCallback, check_dtype, write_records
+from segdiff.export.source import resolve_source
+from segdiff.export.staging import staged_output
+from segdiff.model.pipeline import SegDiffPipeline
+
+OPSET = 17
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
+"""Largest allowed difference from PyTorch, relative to the output's magnitude when above 1."""
+EXTERNAL_DATA_THRESHOLD = 1024
+"""Tensors of at least this many bytes go to the graph's external data file."""
+INSTALL_HINT = "ONNX export needs onnx and onnxruntime: pip install segdiff[onnx]"
+
+
+class ExportVerificationError(SegDiffInputError):
+    """An exported graph disagrees with PyTorch beyond the tolerance."""
+
+
+@dataclass
+class Graph:
+    """One graph to export: the module traced, its named inputs, how to check it."""
+
+    name: str
+    module: nn.Module
+    inputs: dict[str, dict[int, str]]
+    """Input name -> its symbolic (dynamic) axes."""
+    outputs: dict[str, dict[int, str]]
+    example: Callable[[int], dict[str, torch.Tensor]]
+    """Random inputs of shape variant 0 or 1 (seeded)."""
+    reference: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+    """What PyTorch computes for those inputs."""
+    description: str
+
+
+def export_onnx(
+    model: str | Path,
+    out: str | Path,
+    dtype: str = "fp32",
+    overwrite: bool = False,
+    on_step: StepCallback | None = None,
+) -> dict[str, Any]:
+    """Export ``model`` (run, model, checkpoint folder or hub id) to ONNX graphs in ``out``.
+
+    Returns the verification report (also written to ``out/verification.json``). Raises
+    SegDiffInputError for bad input and ExportVerificationError when a graph is off by more
+    than the tolerance; ``out`` is then left as it was.
+    """
+    step = on_step or (lambda _: None)
+    onnx, onnxruntime = _import_onnx()
+    torch_dtype = check_dtype(dtype)
+    if dtype not in TOLERANCE:
+        raise SegDiffInputError(
+            f"ONNX export supports {' and '.join(TOLERANCE)}, not {dtype}: onnxruntime has "
+            f"almost no {dtype} kernels, so the graphs could neither be checked nor run."
+        )
+    source = resolve_source(model)
+    with staged_output(Path(out), overwrite, source.read_paths) as staging:
+        step(f"Loading the {source.describe()}")
+        pipe = source.load().to(torch_dtype)
+        graphs = build_graphs(pipe)
+        checks = {}
+        for graph in graphs:
+            step(f"Exporting {graph.name}.onnx")
+            _export_graph(onnx, graph, staging / f"{graph.name}.onnx")
+            step(f"Checking {graph.name}.onnx in onnxruntime")
+            checks[graph.name] = _verify(onnxruntime, graph, staging / f"{graph.name}.onnx", dtype)
+        report = {
+            "dtype": dtype,
+            "tolerance": TOLERANCE[dtype],
+            "rule": "max_abs_diff <= tolerance * max(1, reference_max_abs), every check",
+            "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+            "passed": all(check["passed"] for check in checks.values()),
+            "graphs": checks,
+        }
+        if not report["passed"]:
+            failed = [
+                f"{name} (max difference {check['max_abs_diff']:.3g})"
+                for name, check in checks.items()
+                if not check["passed"]
+            ]
+            raise ExportVerificationError(
+                f"the ONNX graphs {', '.join(failed)} differ from PyTorch by more than the "
+                f"{dtype} tolerance {TOLERANCE[dtype]} (scaled by the output magnitude above "
+                "1); nothing was written."
+            )
+        step("Writing the tokenizer, scheduler, graph description and model card")
+        _write_json(report, staging / "verification.json")
+        pipe.tokenizer.save_pretrained(staging / "tokenizer")
+        pipe.scheduler.save_pretrained(staging / "scheduler")
+        _write_json(describe(onnx, pipe, graphs, staging), staging / "segdiff_onnx.json")
+        write_records(staging, pipe, source, "onnx", [dtype])
+    return report
+
+
+def _import_onnx():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as err:
+        raise SegDiffInputError(f"{INSTALL_HINT} ({err})") from err
+    return onnx, onnxruntime
+
+
+class _TextEncoderGraph(nn.Module):
+    def __init__(self, text_encoder: nn.Module):
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.text_encoder(input_ids).pooler_output
+
+
+class _CamGraph(nn.Module):
+    """The CAM on padded tensors: the pipeline's CAM takes a list of unpadded class lists,
+    which a graph cannot; padding rows come out zero as they do there."""
+
+    def __init__(self, cam: nn.Module):
+        super().__init__()
+        self.cam = cam
+
+    def forward(
+        self, class_embeddings: torch.Tensor, levels: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        context = class_embeddings + self.cam.level_embedding(levels)
+        return context * attention_mask.unsqueeze(-1).to(context.dtype)
+
+
+class _UNetGraph(nn.Module):
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.unet(
+            sample,
+            timestep,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            return_dict=False,
+        )[0]
+
+
+class _VaeEncoderGraph(nn.Module):
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(image).latent_dist.mean * self.vae.config.scaling_factor
+
+
+class _VaeDecoderGraph(nn.Module):
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latent / self.vae.config.scaling_factor).sample
+
+
+def build_graphs(pipe: SegDiffPipeline) -> list[Graph]:
+    """The five graphs of ``pipe``, with random example inputs of two shapes each."""
+    dtype = pipe.unet.dtype
+    dim = pipe.unet.config.cross_attention_dim
+    latent_channels = pipe.vae.config.latent_channels
+    vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    unit = pipe.latent_multiple // vae_factor  # smallest latent side every UNet level divides
+    # (batch, latent height, latent width, classes) of the two shapes every graph is run at.
+    shapes = [(1, unit, 2 * unit, 3), (2, 2 * unit, unit, 5)]
+    tokenizer = pipe.tokenizer
+    special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
+    ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+
+    def generator(variant: int) -> torch.Generator:
+        return torch.Generator().manual_seed(variant)
+
+    def class_lists(variant: int) -> dict[str, torch.Tensor]:
+        batch, _, _, classes = shapes[variant]
+        g = generator(variant)
+        counts = [classes] + [int(torch.randint(1, classes + 1, (1,), generator=g))] * (batch - 1)
+        mask = torch.arange(classes)[None] < torch.tensor(counts)[:, None]
+        levels = torch.zeros(batch, classes)
+        for i, count in enumerate(counts):
+            levels[i, :count] = torch.from_numpy(depth_coding.gray_levels(count) / 255.0)
+        embeddings = torch.randn(batch, classes, dim, generator=g).to(dtype)
+        return {"class_embeddings": embeddings, "levels": levels, "attention_mask": mask}
+
+    def token_ids(variant: int) -> dict[str, torch.Tensor]:
+        batch = (1, 3)[variant]
+        length = tokenizer.model_max_length
+        g = generator(variant)
+        ids = ordinary[torch.randint(len(ordinary), (batch, length), generator=g)]
+        ids[:, 0] = tokenizer.bos_token_id
+        for row in ids:
+            end = int(torch.randint(2, length, (1,), generator=g))
+            row[end] = tokenizer.eos_token_id
+            row[end + 1 :] = tokenizer.pad_token_id
+        return {"input_ids": ids}
+
+    def unet_inputs(variant: int) -> dict[str, torch.Tensor]:
+        batch, height, width, _ = shapes[variant]
+        g = generator(variant)
+        context = class_lists(variant)
+        # Variant 0 gives one timestep per sample, variant 1 one for the whole batch.
+        steps = batch if variant == 0 else 1
+        return {
+            "sample": torch.randn(batch, 2 * latent_channels, height, width, generator=g).to(dtype),
+            "timestep": torch.randint(pipe.scheduler.config.num_train_timesteps, (steps,)),
+            "encoder_hidden_states": context["class_embeddings"],
+            "encoder_attention_mask": context["attention_mask"],
+        }
+
+    def image(variant: int) -> dict[str, torch.Tensor]:
+        batch, height, width, _ = shapes[variant]
+        size = (batch, 3, height * vae_factor, width * vae_factor)
+        return {"image": (torch.rand(size, generator=generator(variant)) * 2 - 1).to(dtype)}
+
+    def latent(variant: int) -> dict[str, torch.Tensor]:
+        batch, height, width, _ = shapes[variant]
+        size = (batch, latent_channels, height, width)
+        return {"latent": torch.randn(size, generator=generator(variant)).to(dtype)}
+
+    def cam_reference(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        lists = [
+            embeddings[mask]
+            for embeddings, mask in zip(
+                inputs["class_embeddings"], inputs["attention_mask"], strict=True
+            )
+        ]
+        return pipe.cam(lists)[0]
+
+    batch = {0: "batch"}
+    classes = {0: "batch", 1: "classes"}
+    spatial = {0: "batch", 2: "height", 3: "width"}
+    latent_axes = {0: "batch", 2: "latent_height", 3: "latent_width"}
+    graphs = [
+        (
+            "text_encoder",
+            _TextEncoderGraph(pipe.text_encoder),
+            {"input_ids": batch},
+            {"embedding": batch},
+            token_ids,
+            "token ids of one prompt per row, padded to the tokenizer's maximum length -> "
+            "pooled (end-of-text) embedding",
+        ),
+        (
+            "cam",
+            _CamGraph(pipe.cam),
+            {"class_embeddings": classes, "levels": classes, "attention_mask": classes},
+            {"context": classes},
+            class_lists,
+            "class embeddings in class-list order, gray level / 255 of each class "
+            "(round(255 * (k + 1) / K) / 255 for class k of K), mask (True = real class) -> "
+            "UNet context, zero at padding",
+        ),
+        (
+            "unet",
+            _UNetGraph(pipe.unet),
+            {
+                "sample": spatial,
+                "timestep": {0: "timestep_batch"},
+                "encoder_hidden_states": classes,
+                "encoder_attention_mask": classes,
+            },
+            {"prediction": spatial},
+            unet_inputs,
+            "concat(image latent, noisy mask latent) on channels, DDIM timestep, CAM context "
+            f"-> the scheduler's {pipe.scheduler.config.prediction_type} target",
+        ),
+        (
+            "vae_encoder",
+            _VaeEncoderGraph(pipe.vae),
+            {"image": spatial},
+            {"latent": latent_axes},
+            image,
+            "image in [-1, 1] -> latent mean times the VAE scaling factor",
+        ),
+        (
+            "vae_decoder",
+            _VaeDecoderGraph(pipe.vae),
+            {"latent": latent_axes},
+            {"image": spatial},
+            latent,
+            "latent (as the encoder gives it) -> image in about [-1, 1]; segdiff averages "
+            "its 3 channels to one gray map",
+        ),
+    ]
+    return [
+        Graph(
+            name=name,
+            module=module.eval(),
+            inputs=inputs,
+            outputs=outputs,
+            example=example,
+            reference=cam_reference if name == "cam" else _module_reference(module),
+            description=description,
+        )
+        for name, module, inputs, outputs, example, description in graphs
+    ]
+
+
+def _module_reference(module: nn.Module) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+    return lambda inputs: module(**inputs)
+
+
+def _export_graph(onnx, graph: Graph, dest: Path) -> None:
+    """Trace ``graph`` to ``dest``, its weights moved to external data."""
+    example = graph.example(0)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as scratch, torch.no_grad():
+        traced = Path(scratch) / dest.name
+        with warnings.catch_warnings():
+            # The TorchScript exporter is deprecated in favour of the dynamo one, which needs
+            # onnxscript (not a segdiff dependency); tracing also warns about every shape
+            # read in Python. The two-shape verification is what catches a frozen shape.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                graph.module,
+                tuple(example.values()),
+                traced,
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=list(graph.inputs),
+                output_names=list(graph.outputs),
+                dynamic_axes={**graph.inputs, **graph.outputs},
+            )
+        proto = onnx.load(traced)
+        onnx.save_model(
+            proto,
+            dest,
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=f"{dest.name}.data",
+            size_threshold=EXTERNAL_DATA_THRESHOLD,
+        )
+    onnx.checker.check_model(str(dest))
+
+
+def _verify(onnxruntime, graph: Graph, path: Path, dtype: str) -> dict[str, Any]:
+    """Run the saved graph and PyTorch on both input shapes; record the differences."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    runs = []
+    for variant in (0, 1):
+        inputs = graph.example(variant)
+        with torch.no_grad():
+            expected = graph.reference(inputs).float().numpy()
+        feed = {name: tensor.numpy() for name, tensor in inputs.items()}
+        actual = session.run(None, feed)[0].astype(np.float32)
+        if actual.shape != expected.shape:
+            difference = float("inf")
+        else:
+            difference = float(np.abs(actual - expected).max())
+        magnitude = float(np.abs(expected).max())
+        allowed = TOLERANCE[dtype] * max(1.0, magnitude)
+        runs.append(
+            {
+                "inputs": {name: list(tensor.shape) for name, tensor in inputs.items()},
+                "max_abs_diff": difference,
+                "reference_max_abs": magnitude,
+                "allowed": allowed,
+                "passed": difference <= allowed,
+            }
+        )
+    return {
+        "max_abs_diff": max(run["max_abs_diff"] for run in runs),
+        "passed": all(run["passed"] for run in runs),
+        "runs": runs,
+    }
+
+
+def describe(onnx, pipe: SegDiffPipeline, graphs: list[Graph], folder: Path) -> dict[str, Any]:
+    """``segdiff_onnx.json``: every graph's inputs and outputs as the saved graphs declare
+    them (a string dimension is symbolic), and the settings needed to run them."""
+
+    def spec(value) -> dict[str, Any]:
+        tensor = value.type.tensor_type
+        return {
+            "name": value.name,
+            "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
+            "shape": [dim.dim_param or dim.dim_value for dim in tensor.shape.dim],
+        }
+
+    entries = {}
+    for graph in graphs:
+        proto = onnx.load(str(folder / f"{graph.name}.onnx"), load_external_data=False)
+        entries[graph.name] = {
+            "file": f"{graph.name}.onnx",
+            "description": graph.description,
+            "inputs": [spec(value) for value in proto.graph.input],
+            "outputs": [spec(value) for value in proto.graph.output],
+        }
+    config = pipe.config
+    return {
+        "format": "segdiff-onnx",
+        "format_version": 1,
+        "opset": OPSET,
+        "graphs": entries,
+        "pipeline": {
+            "prompt_template": config.prompt_template,
+            "default_denoising_steps": config.default_denoising_steps,
+            "default_ensemble_size": config.default_ensemble_size,
+            "default_processing_resolution": config.default_processing_resolution,
+            "max_classes_per_pass": config.max_classes_per_pass,
+            "latent_multiple": pipe.latent_multiple,
+            "vae_scale_factor": 2 ** (len(pipe.vae.config.block_out_channels) - 1),
+            "gray_level": "round(255 * (k + 1) / K) for class k of K; 0 = none",
+            "tokenizer": "tokenizer/ (pad every prompt to its model_max_length)",
+            "scheduler": "scheduler/scheduler_config.json (DDIM)",
+        },
+    }
+
+
+def _write_json(data: dict[str, Any], dest: Path) -> None:
+    dest.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,213 @@
+"""What `segdiff export MODEL` can export, and where its weights, recipe and metrics live.
+
+MODEL is one of:
+- a training run folder (``recipe.yaml`` with ``model/`` or ``checkpoints/``): its final
+  ``model/`` folder, or its latest checkpoint while there is no final model yet;
+- a segdiff model folder (``model_index.json`` of a SegDiffPipeline), e.g. ``RUN/model`` or an
+  earlier export; a hub id of one works too;
+- a training checkpoint folder (``RUN/checkpoints/step-N/`` with ``checkpoint.json``): its
+  trainable weights joined with the run's frozen components. Its ``training_state/``
+  (optimizer and so on) is never read, so it never reaches an export.
+"""
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segdiff.errors import SegDiffInputError
+from segdiff.model.pipeline import SegDiffPipeline, check_is_segdiff_model
+
+EXPECTED = (
+    "expected a training run folder (recipe.yaml with model/ or checkpoints/), a segdiff model "
+    "folder (model_index.json with a 'cam' component), a checkpoint folder "
+    "(RUN/checkpoints/step-N with checkpoint.json) or a hub id"
+)
+FROZEN_COMPONENTS = ("vae", "text_encoder", "tokenizer", "scheduler")
+TRAINED_COMPONENTS = ("unet", "cam")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved MODEL argument: where to load from and what is known about its training."""
+
+    name: str
+    """MODEL as given, for messages and the model card."""
+    weights: Path | str
+    """The model folder, checkpoint folder or hub id the pipeline loads from."""
+    checkpoint_step: int | None = None
+    """Set when ``weights`` is a training checkpoint rather than a model folder."""
+    recipe: Path | None = None
+    metrics: Path | None = None
+
+    @property
+    def read_paths(self) -> list[Path]:
+        """Every local file or folder an export reads: it must not replace any of them."""
+        paths = [self.recipe, self.metrics]
+        if isinstance(self.weights, Path):
+            paths.append(self.weights)
+        if self.checkpoint_step is not None:
+            paths.append(Path(self.weights).parent.parent / "frozen")
+        return [path for path in paths if path is not None]
+
+    def load(self) -> SegDiffPipeline:
+        """The pipeline in fp32 on the CPU: exports cast from full precision."""
+        if self.checkpoint_step is None:
+            return SegDiffPipeline.from_pretrained(self.weights)
+        return load_checkpoint(Path(self.weights))
+
+    def describe(self) -> str:
+        if self.checkpoint_step is not None:
+            return f"training checkpoint at step {self.checkpoint_step} ({self.weights})"
+        return f"model {self.weights}"
+
+
+def resolve_source(model: str | Path) -> ModelSource:
+    """Work out what kind of thing ``model`` is; SegDiffInputError when it is none of them."""
+    path = Path(model)
+    if not path.exists():
+        if str(model).count("/") == 1 and not str(model).startswith((".", "/")):
+            check_is_segdiff_model(str(model))
+            return ModelSource(name=str(model), weights=str(model))
+        raise SegDiffInputError(f"{model} does not exist; {EXPECTED}.")
+    if not path.is_dir():
+        raise SegDiffInputError(f"{model} is a file, not a folder; {EXPECTED}.")
+    path = path.resolve()
+    if (path / "checkpoint.json").is_file():
+        return _checkpoint_source(str(model), path)
+    if (path / "model_index.json").is_file():
+        return _model_source(str(model), path)
+    if (path / "recipe.yaml").is_file() and any(
+        (path / sub).is_dir() for sub in ("model", "checkpoints")
+    ):
+        return _run_source(str(model), path)
+    raise SegDiffInputError(f"{model} is not something segdiff can export; {EXPECTED}.")
+
+
+def _run_source(name: str, run: Path) -> ModelSource:
+    model = run / "model"
+    if (model / "model_index.json").is_file():
+        return _model_source(name, model)
+    checkpoints = sorted(
+        (_checkpoint_step(folder), folder)
+        for folder in (run / "checkpoints").glob("*")
+        if (folder / "checkpoint.json").is_file()
+    )
+    if not checkpoints:
+        raise SegDiffInputError(
+            f"training run {run} has neither a final model/ nor a finished checkpoint "
+            "(checkpoints/step-N/checkpoint.json) yet; nothing to export."
+        )
+    return _checkpoint_source(name, checkpoints[-1][1])
+
+
+def _model_source(name: str, model: Path) -> ModelSource:
+    check_is_segdiff_model(model)
+    recipe, metrics = _records_near(model)
+    return ModelSource(name=name, weights=model, recipe=recipe, metrics=metrics)
+
+
+def _checkpoint_source(name: str, checkpoint: Path) -> ModelSource:
+    step = _checkpoint_step(checkpoint)
+    run = checkpoint.parent.parent
+    recipe = run / "recipe.yaml"
+    return ModelSource(
+        name=name,
+        weights=checkpoint,
+        checkpoint_step=step,
+        recipe=recipe if recipe.is_file() else None,
+        metrics=_checkpoint_metrics(checkpoint, run, step),
+    )
+
+
+def _records_near(model: Path) -> tuple[Path | None, Path | None]:
+    """Recipe and metrics of a model folder: its own copies (an earlier export), else those
+    of the run it is the ``model/`` of."""
+    found = []
+    for filename in ("recipe.yaml", "metrics.json"):
+        candidates = [model / filename]
+        if model.name == "model":
+            candidates.append(model.parent / filename)
+        found.append(next((c for c in candidates if c.is_file()), None))
+    return found[0], found[1]
+
+
+def _checkpoint_metrics(checkpoint: Path, run: Path, step: int) -> Path | None:
+    """Metrics that describe this checkpoint: its own file, or the run's last validation
+    when that names the same step. The run's metrics of another step would mislead."""
+    own = checkpoint / "metrics.json"
+    if own.is_file():
+        return own
+    run_metrics = run / "metrics.json"
+    if run_metrics.is_file() and _read_json(run_metrics).get("step") == step:
+        return run_metrics
+    return None
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    step = _read_json(checkpoint / "checkpoint.json").get("step")
+    if not isinstance(step, int):
+        raise SegDiffInputError(
+            f"{checkpoint / 'checkpoint.json'} has no integer 'step'; is the checkpoint complete?"
+        )
+    return step
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SegDiffInputError(f"cannot read {path} as JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise SegDiffInputError(f"{path} must hold a JSON object")
+    return data
+
+
+def load_checkpoint(checkpoint: Path) -> SegDiffPipeline:
+    """A checkpoint's pipeline, by the trainer's own loader when this install has it."""
+    try:
+        checkpoints = importlib.import_module("segdiff.training.checkpoints")
+    except ModuleNotFoundError:
+        checkpoints = None
+    trainer_loader = getattr(checkpoints, "load_checkpoint_pipeline", None)
+    if trainer_loader is not None:
+        return trainer_loader(checkpoint)
+    return load_checkpoint_layout(checkpoint)
+
+
+def load_checkpoint_layout(checkpoint: Path) -> SegDiffPipeline:
+    """Assemble a pipeline from the run folder contract: ``RUN/frozen/`` holds vae,
+    text_encoder, tokenizer and scheduler; the checkpoint holds unet, cam (EMA weights when
+    EMA was on) and the pipeline config in ``model_index.json``. Safetensors only."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from segdiff.model.cam import ContentAttentionModule
+
+    frozen = checkpoint.parent.parent / "frozen"
+    folders = {name: frozen / name for name in FROZEN_COMPONENTS}
+    folders.update({name: checkpoint / name for name in TRAINED_COMPONENTS})
+    missing = [str(folder) for folder in folders.values() if not folder.is_dir()]
+    if missing or not (checkpoint / "model_index.json").is_file():
+        raise SegDiffInputError(
+            f"checkpoint {checkpoint} is incomplete: missing {missing or ['model_index.json']}. "
+            "A checkpoint needs unet/, cam/ and model_index.json, and its run needs frozen/ "
+            "with vae/, text_encoder/, tokenizer/ and scheduler/."
+        )
+    weights = {"use_safetensors": True}
+    components = {
+        "vae": AutoencoderKL.from_pretrained(folders["vae"], **weights),
+        "text_encoder": CLIPTextModel.from_pretrained(folders["text_encoder"], **weights),
+        "tokenizer": CLIPTokenizer.from_pretrained(folders["tokenizer"]),
+        "scheduler": DDIMScheduler.from_pretrained(folders["scheduler"]),
+        "unet": UNet2DConditionModel.from_pretrained(folders["unet"], **weights),
+        "cam": ContentAttentionModule.from_pretrained(folders["cam"], **weights),
+    }
+    index = _read_json(checkpoint / "model_index.json")
+    settings = {
+        key: value
+        for key, value in index.items()
+        if not key.startswith("_") and key not in components
+    }
+    return SegDiffPipeline(**components, **settings)

@@ -38,3 +38,28 @@ def tiny_sd2_dir(tmp_path_factory):
     from segdiff.model.tiny import save_tiny_stable_diffusion
 
     return save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd2"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def write_prepared():
+    """``write(root, benchmark, vocabulary, labels)`` -> root: a prepared dataset with one val
+    split, written by segdiff's own PreparedWriter from ``labels`` (image id -> vocabulary ids,
+    255 = ignore) and random RGB images of the same size."""
+    import numpy as np
+
+    from segdiff.data.prepared import IGNORE_ID
+    from segdiff.data.writer import Converted, Job, PreparedWriter
+
+    def write(root, benchmark, vocabulary, labels):
+        rng = np.random.default_rng(0)
+        jobs = []
+        for image_id, ids in labels.items():
+            ids = np.asarray(ids).astype(np.uint16)
+            ids[ids == 255] = IGNORE_ID
+            pixels = rng.integers(0, 256, (*ids.shape, 3), dtype=np.uint8)
+            sample = Converted(labels=ids, image=pixels)
+            jobs.append(Job(name=image_id, convert=lambda sample=sample: sample))
+        PreparedWriter(root, benchmark, benchmark, vocabulary).write_split("val", jobs)
+        return root
+
+    return write

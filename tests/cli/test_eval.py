@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from segdiff import depth_coding
 from segdiff.cli import app
 from segdiff.vocabularies import get_vocabulary
 
@@ -39,42 +38,6 @@ EXPECTED = {
 }
 
 
-def write_prepared(
-    root: Path, benchmark: str, vocabulary: tuple[str, ...], labels: dict[str, np.ndarray]
-) -> Path:
-    """A prepared dataset (DESIGN §5) from vocabulary-id label maps (255 = ignore)."""
-    rng = np.random.default_rng(0)
-    split = root / "val"
-    (split / "images").mkdir(parents=True)
-    (split / "masks").mkdir()
-    text = {}
-    for image_id, ids in labels.items():
-        present = [int(v) for v in np.unique(ids) if v != N]
-        local = np.full(ids.shape, N, dtype=np.uint8)
-        for k, v in enumerate(present):
-            local[ids == v] = k
-        pixels = rng.integers(0, 256, (*ids.shape, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(split / "images" / f"{image_id}.jpg")
-        Image.fromarray(depth_coding.encode(local, len(present))).save(
-            split / "masks" / f"{image_id}.png"
-        )
-        text[f"{image_id}.jpg"] = [vocabulary[v] for v in present]
-    (split / "text.json").write_text(json.dumps(text))
-    (split / "img_list.txt").write_text("".join(f"{split / 'images' / n}\n" for n in text))
-    (split / "gt_list.txt").write_text(
-        "".join(f"{split / 'masks' / Path(n).with_suffix('.png')}\n" for n in text)
-    )
-    meta = {
-        "format_version": 1,
-        "dataset": benchmark,
-        "benchmark": benchmark,
-        "vocabulary": list(vocabulary),
-        "splits": {"val": len(text)},
-    }
-    (root / "meta.json").write_text(json.dumps(meta))
-    return root
-
-
 def write_predictions(folder: Path, predictions: dict[str, np.ndarray], dtype=np.uint8) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for image_id, labels in predictions.items():
@@ -83,7 +46,7 @@ def write_predictions(folder: Path, predictions: dict[str, np.ndarray], dtype=np
 
 
 @pytest.fixture
-def shapes_data(tmp_path) -> Path:
+def shapes_data(tmp_path, write_prepared) -> Path:
     return write_prepared(tmp_path / "data" / "shapes", "shapes", SHAPES, GT)
 
 
@@ -147,7 +110,7 @@ def test_data_from_env_and_numbered_default_output(tmp_path, shapes_data, monkey
     assert (tmp_path / "runs" / "eval" / "shapes-2" / "metrics.json").is_file()
 
 
-def test_voc20_finds_voc21_data_under_segdiff_data(tmp_path):
+def test_voc20_finds_voc21_data_under_segdiff_data(tmp_path, write_prepared):
     voc21 = get_vocabulary("voc21").classes
     write_prepared(tmp_path / "voc21", "voc21", voc21, {"x": np.array([[0, 1], [15, N]])})
     predictions = write_predictions(tmp_path / "pred", {"x": np.array([[N, 0], [14, 3]])})
@@ -169,7 +132,7 @@ def test_out_of_range_values_are_counted_not_fatal(tmp_path, shapes_data):
     assert result.exit_code == 0, result.output
     assert "1 predicted pixels in 1 images hold no class id of shapes" in flat(result.output)
     problems = json.loads((out / "metrics.json").read_text())["problems"]
-    assert problems["out_of_range_pixels"] == 1 and problems["out_of_range_examples"] == ["a.jpg"]
+    assert problems["out_of_range_pixels"] == 1 and problems["out_of_range_examples"] == ["a.png"]
 
 
 def test_missing_predictions_are_reported_and_the_rest_scored(tmp_path, shapes_data):
@@ -177,7 +140,7 @@ def test_missing_predictions_are_reported_and_the_rest_scored(tmp_path, shapes_d
     out = tmp_path / "out"
     result = run_eval("shapes", "--data", shapes_data, "--predictions", predictions, "-o", out)
     assert result.exit_code == 0, result.output
-    assert "1 of 2 images have no prediction and were not scored: b.jpg" in flat(result.output)
+    assert "1 of 2 images have no prediction and were not scored: b.png" in flat(result.output)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 1 and metrics["problems"]["missing_predictions"] == 1
 
@@ -186,7 +149,7 @@ def test_wrong_size_prediction_exits_2_after_scoring_the_rest(tmp_path, shapes_d
     predictions = write_predictions(tmp_path / "pred", {"a": PRED["a"], "b": PRED["b"][:, :3]})
     out = tmp_path / "out"
     result = run_eval("shapes", "--data", shapes_data, "--predictions", predictions, "-o", out)
-    assert_clean_error(result, "b.jpg: prediction has shape (2, 3), ground truth (2, 4)")
+    assert_clean_error(result, "b.png: prediction has shape (2, 3), ground truth (2, 4)")
     assert_clean_error(result, "1 of 2 images could not be scored")
     assert json.loads((out / "metrics.json").read_text())["problems"]["failed_images"] == 1
 
@@ -278,7 +241,7 @@ def test_model_end_to_end_with_the_tiny_model(tmp_path, shapes_data, request):
     assert metrics["settings"]["model"] == str(model_dir)
 
 
-def test_two_processes_match_one(tmp_path, shapes_data):
+def test_two_processes_match_one(tmp_path, shapes_data, write_prepared):
     """`accelerate launch --multi_gpu` shards over gloo when there is no GPU (CPU forced)."""
     labels = {f"im{i}": np.arange(15).reshape(3, 5) % 7 for i in range(5)}
     labels["im3"][0, 0] = N

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from segdiff.export import export_diffusers
+from segdiff.model.pipeline import SegDiffPipeline
+
+CLASSES = ["sky", "tree", "road"]
+
+
+def _labels(pipe):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 40, 3), np.uint8))
+    generator = torch.Generator().manual_seed(0)
+    result = pipe(image, CLASSES, num_inference_steps=1, ensemble_size=1, generator=generator)
+    return result.labels[0]
+
+
+@pytest.fixture(scope="module")
+def source_labels(tiny_pipeline):
+    return _labels(tiny_pipeline)
+
+
+@pytest.fixture(scope="module")
+def fp16_export(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports") / "fp16"
+    assert export_diffusers(tiny_model_dir, out, dtype="fp16") == ["fp32", "fp16"]
+    return out
+
+
+def test_fp32_weights_and_fp16_variant_side_by_side(fp16_export):
+    unet = sorted(path.name for path in (fp16_export / "unet").iterdir())
+    assert unet == [
+        "config.json",
+        "diffusion_pytorch_model.fp16.safetensors",
+        "diffusion_pytorch_model.safetensors",
+    ]
+    assert (fp16_export / "text_encoder" / "model.fp16.safetensors").is_file()
+    assert '"dtype": "float32"' in (fp16_export / "text_encoder" / "config.json").read_text()
+    assert not list(fp16_export.rglob("*.bin")) and not list(fp16_export.rglob("*.pt"))
+    card = (fp16_export / "README.md").read_text()
+    assert "license: apache-2.0" in card and 'variant="fp16"' in card
+    assert "No training recipe came with this model" in card
+
+
+@pytest.mark.parametrize("variant", [None, "fp16"])
+def test_the_export_segments_like_its_source(fp16_export, tiny_pipeline, source_labels, variant):
+    exported = SegDiffPipeline.from_pretrained(fp16_export, variant=variant)
+    exported.set_progress_bar_config(disable=True)
+    if variant:
+        assert exported.unet.state_dict()["conv_in.weight"].dtype in (torch.float16, torch.float32)
+        weight = exported.unet.conv_in.weight
+        assert torch.equal(weight, tiny_pipeline.unet.conv_in.weight.half().to(weight.dtype))
+    assert np.array_equal(_labels(exported), source_labels)
+
+
+def test_a_checkpoint_exports_without_training_state_and_with_its_records(run_folder, tmp_path):
+    out = tmp_path / "ckpt"
+    export_diffusers(run_folder, out, dtype="bf16")
+    assert not list(out.rglob("training_state")) and not (out / "checkpoint.json").exists()
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["name"] == "tiny"
+    assert (out / "metrics.json").read_bytes() == (run_folder / "metrics.json").read_bytes()
+    card = (out / "README.md").read_text()
+    assert "step 1000" in card and "background, circle, square" in card
+    assert "| mIoU | 61.25 |" in card
+    exported = SegDiffPipeline.from_pretrained(out, variant="bf16", dtype=torch.bfloat16)
+    assert exported.unet.dtype == torch.bfloat16
+    expected = SegDiffPipeline.from_pretrained(out).unet.conv_out.bias
+    assert torch.equal(exported.unet.conv_out.bias, expected.to(torch.bfloat16))

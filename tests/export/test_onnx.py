@@ -1,0 +1,142 @@
+import json
+import sys
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from diffusers import DDIMScheduler
+from PIL import Image
+from transformers import CLIPTokenizer
+
+from segdiff import depth_coding
+from segdiff.errors import SegDiffInputError
+from segdiff.export import ExportVerificationError, export_onnx
+from segdiff.export import onnx as onnx_export
+
+GRAPHS = ("text_encoder", "cam", "unet", "vae_encoder", "vae_decoder")
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "export"
+    steps = []
+    report = export_onnx(tiny_model_dir, out, on_step=steps.append)
+    assert report["passed"] and any("unet" in step for step in steps)
+    return out
+
+
+def test_layout_external_data_and_description(onnx_dir):
+    for name in GRAPHS:
+        assert (onnx_dir / f"{name}.onnx").is_file()
+    assert (onnx_dir / "unet.onnx.data").stat().st_size > (onnx_dir / "unet.onnx").stat().st_size
+    description = json.loads((onnx_dir / "segdiff_onnx.json").read_text())
+    unet_inputs = {spec["name"]: spec for spec in description["graphs"]["unet"]["inputs"]}
+    assert unet_inputs["sample"]["shape"] == ["batch", 8, "height", "width"]
+    assert unet_inputs["encoder_attention_mask"] == {
+        "name": "encoder_attention_mask",
+        "dtype": "bool",
+        "shape": ["batch", "classes"],
+    }
+    assert description["pipeline"]["prompt_template"] == "a photo of a {}."
+    assert CLIPTokenizer.from_pretrained(onnx_dir / "tokenizer").model_max_length == 77
+    assert "Usage (ONNX, fp32)" in (onnx_dir / "README.md").read_text()
+
+
+def test_verification_ran_two_shapes_per_graph_within_tolerance(onnx_dir):
+    report = json.loads((onnx_dir / "verification.json").read_text())
+    assert report["passed"] and set(report["graphs"]) == set(GRAPHS)
+    for check in report["graphs"].values():
+        first, second = check["runs"]
+        assert first["inputs"] != second["inputs"]
+        assert check["max_abs_diff"] <= 1e-3
+
+
+def _onnx_labels(folder, pipe, image, classes):
+    """Segment with nothing but the exported files (one member, one DDIM step)."""
+    sessions = {name: onnxruntime.InferenceSession(str(folder / f"{name}.onnx")) for name in GRAPHS}
+
+    def run(name, **feed):
+        return sessions[name].run(None, feed)[0]
+
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    template = json.loads((folder / "segdiff_onnx.json").read_text())["pipeline"]
+    prompts = [template["prompt_template"].format(name) for name in classes]
+    ids = tokenizer(prompts, padding="max_length", max_length=77, return_tensors="np").input_ids
+    mask = np.ones((1, len(classes)), bool)
+    levels = (depth_coding.gray_levels(len(classes)) / 255.0).astype(np.float32)[None]
+    embeddings = run("text_encoder", input_ids=ids.astype(np.int64))[None]
+    context = run("cam", class_embeddings=embeddings, levels=levels, attention_mask=mask)
+    pixels, (height, width) = pipe._preprocess(image, 32)
+    image_latent = run("vae_encoder", image=pixels.numpy())
+    scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
+    scheduler.set_timesteps(1)
+    latents = torch.randn(
+        (1, 4, *image_latent.shape[-2:]), generator=torch.Generator().manual_seed(0)
+    )
+    for t in scheduler.timesteps:
+        sample = np.concatenate([image_latent, latents.numpy()], axis=1)
+        timestep = np.array([t], dtype=np.int64)
+        prediction = run(
+            "unet",
+            sample=sample,
+            timestep=timestep,
+            encoder_hidden_states=context,
+            encoder_attention_mask=mask,
+        )
+        latents = scheduler.step(torch.from_numpy(prediction), t, latents).prev_sample
+    decoded = run("vae_decoder", latent=latents.numpy())
+    gray = np.clip((decoded.mean(axis=1)[0] + 1.0) * 127.5, 0, 255)[:height, :width]
+    return depth_coding.decode(gray, len(classes))
+
+
+def test_the_graphs_segment_like_the_pytorch_pipeline(onnx_dir, tiny_pipeline):
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (20, 36, 3), np.uint8))
+    classes = ["sky", "tree", "road", "car"]
+    expected = tiny_pipeline(
+        image,
+        classes,
+        num_inference_steps=1,
+        ensemble_size=1,
+        match_input_resolution=False,
+        generator=torch.Generator().manual_seed(0),
+    ).labels[0]
+    actual = _onnx_labels(onnx_dir, tiny_pipeline, image, classes)
+    assert len(np.unique(expected)) > 1
+    assert np.array_equal(actual, expected)
+
+
+def _only_cam(monkeypatch):
+    """Export just the CAM graph: the quick way to reach the end of an export."""
+    original = onnx_export.build_graphs
+    monkeypatch.setattr(
+        onnx_export, "build_graphs", lambda pipe: [g for g in original(pipe) if g.name == "cam"]
+    )
+
+
+def test_a_graph_off_by_more_than_the_tolerance_fails_the_export(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    _only_cam(monkeypatch)
+    monkeypatch.setitem(onnx_export.TOLERANCE, "fp32", -1.0)
+    with pytest.raises(ExportVerificationError, match="cam"):
+        export_onnx(tiny_model_dir, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_graphs(tiny_model_dir, tmp_path, monkeypatch):
+    _only_cam(monkeypatch)
+    report = export_onnx(tiny_model_dir, tmp_path / "out", dtype="fp16")
+    assert report["passed"] and report["tolerance"] == onnx_export.TOLERANCE["fp16"]
+    description = json.loads((tmp_path / "out" / "segdiff_onnx.json").read_text())
+    types = {spec["name"]: spec["dtype"] for spec in description["graphs"]["cam"]["inputs"]}
+    assert types == {"class_embeddings": "float16", "levels": "float32", "attention_mask": "bool"}
+
+
+def test_bf16_and_a_missing_onnxruntime_are_clear_errors(tiny_model_dir, tmp_path, monkeypatch):
+    with pytest.raises(SegDiffInputError, match="not bf16"):
+        export_onnx(tiny_model_dir, tmp_path / "out", dtype="bf16")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(SegDiffInputError, match=r"pip install segdiff\[onnx\]"):
+        export_onnx(tiny_model_dir, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []

@@ -96,7 +96,9 @@ def export_onnx(
     source = resolve_source(model)
     with staged_output(Path(out), overwrite, source.read_paths) as staging:
         step(f"Loading the {source.describe()}")
-        pipe = source.load().to(torch_dtype)
+        pipe = source.load()
+        if torch_dtype != torch.float32:
+            pipe.to(torch_dtype)
         graphs = build_graphs(pipe)
         checks = {}
         for graph in graphs:
@@ -362,7 +364,7 @@ def _export_graph(onnx, graph: Graph, dest: Path) -> None:
             torch.onnx.export(
                 graph.module,
                 tuple(example.values()),
-                traced,
+                str(traced),  # a str: the exporter writes external data only for those
                 dynamo=False,
                 opset_version=OPSET,
                 input_names=list(graph.inputs),

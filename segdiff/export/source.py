@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from segdiff.errors import SegDiffInputError
 from segdiff.model.pipeline import SegDiffPipeline, check_is_segdiff_model
 
@@ -54,7 +56,7 @@ class ModelSource:
     def load(self) -> SegDiffPipeline:
         """The pipeline in fp32 on the CPU: exports cast from full precision."""
         if self.checkpoint_step is None:
-            return SegDiffPipeline.from_pretrained(self.weights)
+            return SegDiffPipeline.from_pretrained(self.weights, dtype=torch.float32)
         return load_checkpoint(Path(self.weights))
 
     def describe(self) -> str:
@@ -195,7 +197,7 @@ def load_checkpoint_layout(checkpoint: Path) -> SegDiffPipeline:
             "A checkpoint needs unet/, cam/ and model_index.json, and its run needs frozen/ "
             "with vae/, text_encoder/, tokenizer/ and scheduler/."
         )
-    weights = {"use_safetensors": True}
+    weights = {"use_safetensors": True, "dtype": torch.float32}
     components = {
         "vae": AutoencoderKL.from_pretrained(folders["vae"], **weights),
         "text_encoder": CLIPTextModel.from_pretrained(folders["text_encoder"], **weights),

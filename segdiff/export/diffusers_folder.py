@@ -17,11 +17,9 @@ from pathlib import Path
 import torch
 
 from segdiff.export.common import StepCallback, check_dtype, write_records
-from segdiff.export.source import resolve_source
+from segdiff.export.source import WEIGHTED_COMPONENTS, resolve_source
 from segdiff.export.staging import staged_output
 from segdiff.model.pipeline import SegDiffPipeline
-
-WEIGHTED_COMPONENTS = ("vae", "text_encoder", "unet", "cam")
 
 
 def export_diffusers(

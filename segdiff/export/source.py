@@ -10,7 +10,6 @@ MODEL is one of:
   (optimizer and so on) is never read, so it never reaches an export.
 """
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ EXPECTED = (
 )
 FROZEN_COMPONENTS = ("vae", "text_encoder", "tokenizer", "scheduler")
 TRAINED_COMPONENTS = ("unet", "cam")
+WEIGHTED_COMPONENTS = ("vae", "text_encoder", "unet", "cam")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,12 @@ class ModelSource:
         """The pipeline in fp32 on the CPU: exports cast from full precision."""
         if self.checkpoint_step is None:
             return SegDiffPipeline.from_pretrained(self.weights, dtype=torch.float32)
-        return load_checkpoint(Path(self.weights))
+        from segdiff.training.checkpoints import load_checkpoint_pipeline
+
+        pipe = load_checkpoint_pipeline(self.weights)
+        if any(getattr(pipe, name).dtype != torch.float32 for name in WEIGHTED_COMPONENTS):
+            pipe.to(torch.float32)  # frozen parts saved in half precision by a mixed run
+        return pipe
 
     def describe(self) -> str:
         if self.checkpoint_step is not None:
@@ -113,6 +118,16 @@ def _model_source(name: str, model: Path) -> ModelSource:
 def _checkpoint_source(name: str, checkpoint: Path) -> ModelSource:
     step = _checkpoint_step(checkpoint)
     run = checkpoint.parent.parent
+    needed = [checkpoint / "model_index.json"]
+    needed += [checkpoint / part for part in TRAINED_COMPONENTS]
+    needed += [run / "frozen" / part for part in FROZEN_COMPONENTS]
+    missing = [str(path) for path in needed if not path.exists()]
+    if missing:
+        raise SegDiffInputError(
+            f"checkpoint {checkpoint} is incomplete: {', '.join(missing)} missing. A checkpoint "
+            "needs unet/, cam/ and model_index.json, and its run needs frozen/ with vae/, "
+            "text_encoder/, tokenizer/ and scheduler/."
+        )
     recipe = run / "recipe.yaml"
     return ModelSource(
         name=name,
@@ -164,52 +179,3 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SegDiffInputError(f"{path} must hold a JSON object")
     return data
-
-
-def load_checkpoint(checkpoint: Path) -> SegDiffPipeline:
-    """A checkpoint's pipeline, by the trainer's own loader when this install has it."""
-    try:
-        checkpoints = importlib.import_module("segdiff.training.checkpoints")
-    except ModuleNotFoundError:
-        checkpoints = None
-    trainer_loader = getattr(checkpoints, "load_checkpoint_pipeline", None)
-    if trainer_loader is not None:
-        return trainer_loader(checkpoint)
-    return load_checkpoint_layout(checkpoint)
-
-
-def load_checkpoint_layout(checkpoint: Path) -> SegDiffPipeline:
-    """Assemble a pipeline from the run folder contract: ``RUN/frozen/`` holds vae,
-    text_encoder, tokenizer and scheduler; the checkpoint holds unet, cam (EMA weights when
-    EMA was on) and the pipeline config in ``model_index.json``. Safetensors only."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    from segdiff.model.cam import ContentAttentionModule
-
-    frozen = checkpoint.parent.parent / "frozen"
-    folders = {name: frozen / name for name in FROZEN_COMPONENTS}
-    folders.update({name: checkpoint / name for name in TRAINED_COMPONENTS})
-    missing = [str(folder) for folder in folders.values() if not folder.is_dir()]
-    if missing or not (checkpoint / "model_index.json").is_file():
-        raise SegDiffInputError(
-            f"checkpoint {checkpoint} is incomplete: missing {missing or ['model_index.json']}. "
-            "A checkpoint needs unet/, cam/ and model_index.json, and its run needs frozen/ "
-            "with vae/, text_encoder/, tokenizer/ and scheduler/."
-        )
-    weights = {"use_safetensors": True, "dtype": torch.float32}
-    components = {
-        "vae": AutoencoderKL.from_pretrained(folders["vae"], **weights),
-        "text_encoder": CLIPTextModel.from_pretrained(folders["text_encoder"], **weights),
-        "tokenizer": CLIPTokenizer.from_pretrained(folders["tokenizer"]),
-        "scheduler": DDIMScheduler.from_pretrained(folders["scheduler"]),
-        "unet": UNet2DConditionModel.from_pretrained(folders["unet"], **weights),
-        "cam": ContentAttentionModule.from_pretrained(folders["cam"], **weights),
-    }
-    index = _read_json(checkpoint / "model_index.json")
-    settings = {
-        key: value
-        for key, value in index.items()
-        if not key.startswith("_") and key not in components
-    }
-    return SegDiffPipeline(**components, **settings)

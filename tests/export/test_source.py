@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from segdiff.errors import SegDiffInputError
-from segdiff.export.source import load_checkpoint_layout, resolve_source
+from segdiff.export.source import resolve_source
 
 
 def test_a_run_without_final_model_exports_its_latest_checkpoint(run_folder):
@@ -54,8 +54,8 @@ def test_things_that_are_not_models_are_refused(case, tmp_path, tiny_sd2_dir):
     assert expected.get(case, "expected a training run folder") in str(err.value)
 
 
-def test_checkpoint_layout_joins_trained_and_frozen_weights(run_folder, tiny_pipeline):
-    pipe = load_checkpoint_layout(run_folder / "checkpoints" / "step-00000500")
+def test_a_checkpoint_loads_its_trained_weights_with_the_frozen_ones(run_folder, tiny_pipeline):
+    pipe = resolve_source(run_folder / "checkpoints" / "step-00000500").load()
     shifted = tiny_pipeline.unet.conv_out.bias + 0.5
     assert torch.allclose(pipe.unet.conv_out.bias, shifted)
     assert torch.equal(pipe.vae.decoder.conv_out.weight, tiny_pipeline.vae.decoder.conv_out.weight)
@@ -67,4 +67,4 @@ def test_incomplete_checkpoint_is_refused(run_folder, tmp_path):
     checkpoint.mkdir(parents=True)
     (checkpoint / "checkpoint.json").write_text(json.dumps({"step": 7}))
     with pytest.raises(SegDiffInputError, match="incomplete"):
-        load_checkpoint_layout(checkpoint)
+        resolve_source(checkpoint)

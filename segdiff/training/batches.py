@@ -1,0 +1,198 @@
+"""Training samples: augmented crops whose masks are re-coded for a freshly sampled class list.
+
+A prepared mask is depth-coded for its image's own class list. Each time a sample is drawn,
+the mask is decoded with that list, cropped and flipped with the image, and coded again for a
+new list: the classes left in the crop plus a few absent vocabulary classes ("negatives"), in a
+random order. So the model sees every class at many gray levels and learns to bind a class to
+its level through the text, and to leave absent classes empty (DESIGN §3).
+
+Every random choice comes from a generator seeded by (seed, epoch, index), so a sample is the
+same whichever process or worker draws it, and a resumed run sees the same data.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from segdiff import depth_coding
+from segdiff.data.prepared import PreparedSplit
+from segdiff.errors import SegDiffInputError
+from segdiff.imageio import load_rgb
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    resolution: int
+    """Scale reference: at scale 1 the short image side is this long."""
+    crop: int
+    """Side of the square crop (the VAE pre-trains on crops smaller than the resolution)."""
+    scale: tuple[float, float]
+    hflip: bool
+    max_negatives: int
+    max_classes: int
+    seed: int
+
+
+@dataclass
+class Batch:
+    pixels: torch.Tensor
+    """(B, 3, R, R) images in [-1, 1]."""
+    masks: torch.Tensor
+    """(B, 3, R, R) depth-coded masks in [-1, 1] (the gray level in all 3 channels)."""
+    classes: list[list[str]]
+    """Each sample's class list, in the order its mask is coded for."""
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.pixels.to(device), self.masks.to(device), self.classes)
+
+
+def sample_class_list(
+    present: list[str],
+    vocabulary: tuple[str, ...],
+    max_negatives: int,
+    max_classes: int,
+    rng: np.random.Generator,
+) -> list[str]:
+    """Present classes (at most max_classes, a random subset beyond) plus 0..max_negatives
+    absent ones, shuffled. An empty crop still gets one class, so the list is never empty."""
+    if len(present) > max_classes:
+        present = [present[i] for i in rng.choice(len(present), max_classes, replace=False)]
+    present_set = set(present)
+    absent = [name for name in vocabulary if name not in present_set]
+    room = min(max_negatives, max_classes - len(present), len(absent))
+    low = 0 if present else 1
+    count = int(rng.integers(low, room + 1)) if room >= low else 0
+    negatives = [absent[i] for i in rng.choice(len(absent), count, replace=False)]
+    names = present + negatives
+    return [names[i] for i in rng.permutation(len(names))]
+
+
+class TrainingSamples(torch.utils.data.Dataset):
+    """Sample ``(epoch, index)`` of a prepared split -> (pixels, mask, class list)."""
+
+    def __init__(self, split: PreparedSplit, settings: SampleSettings):
+        if not split.image_names:
+            raise SegDiffInputError(f"split {split.split!r} of {split.root} has no images")
+        self.split = split
+        self.names = split.image_names
+        self.settings = settings
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        epoch, index = key
+        s = self.settings
+        rng = np.random.default_rng([s.seed, epoch, index])
+        name = self.names[index]
+        image = load_rgb(self.split.image_path(name))
+        listed = list(self.split.classes(name))
+        gray = self.split.load_mask(name)
+        if gray.shape != (image.height, image.width):
+            raise SegDiffInputError(
+                f"mask {self.split.mask_path(name)} is {gray.shape[1]}x{gray.shape[0]}, its "
+                f"image {image.width}x{image.height}"
+            )
+        labels = (
+            depth_coding.decode(gray, len(listed))
+            if listed
+            else np.full(gray.shape, depth_coding.NONE_LABEL, np.uint8)
+        )
+        pixels, labels = augment(np.asarray(image), labels, s, rng)
+
+        present_ids = [int(k) for k in np.unique(labels) if k != depth_coding.NONE_LABEL]
+        classes = sample_class_list(
+            [listed[k] for k in present_ids],
+            self.split.vocabulary,
+            s.max_negatives,
+            s.max_classes,
+            rng,
+        )
+        position = {name: k for k, name in enumerate(classes)}
+        lut = np.full(256, depth_coding.NONE_LABEL, dtype=np.uint8)
+        for k in present_ids:
+            lut[k] = position.get(listed[k], depth_coding.NONE_LABEL)
+        mask = depth_coding.encode(lut[labels], len(classes))
+
+        pixels = torch.tensor(pixels).permute(2, 0, 1).float() / 127.5 - 1.0
+        mask = torch.tensor(mask).float()[None].expand(3, -1, -1) / 127.5 - 1.0
+        return pixels, mask, classes
+
+
+def augment(
+    image: np.ndarray, labels: np.ndarray, settings: SampleSettings, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random scale (short side = resolution x U(scale)), random square crop, random h-flip.
+    Images resize bilinearly, labels by nearest; a crop larger than the image is padded with
+    mid-gray pixels and "none" labels."""
+    size = settings.crop
+    height, width = labels.shape
+    factor = settings.resolution / min(height, width) * rng.uniform(*settings.scale)
+    new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
+    image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
+    labels = np.asarray(Image.fromarray(labels).resize((new_w, new_h), Image.Resampling.NEAREST))
+    if new_h < size or new_w < size:
+        pad_h, pad_w = max(0, size - new_h), max(0, size - new_w)
+        image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=128)
+        labels = np.pad(labels, ((0, pad_h), (0, pad_w)), constant_values=depth_coding.NONE_LABEL)
+    top = int(rng.integers(0, labels.shape[0] - size + 1))
+    left = int(rng.integers(0, labels.shape[1] - size + 1))
+    image = image[top : top + size, left : left + size]
+    labels = labels[top : top + size, left : left + size]
+    if settings.hflip and rng.random() < 0.5:
+        image, labels = image[:, ::-1], labels[:, ::-1]
+    return np.ascontiguousarray(image), np.ascontiguousarray(labels)
+
+
+def collate(samples: list[tuple[torch.Tensor, torch.Tensor, list[str]]]) -> Batch:
+    pixels, masks, classes = zip(*samples, strict=True)
+    return Batch(torch.stack(pixels), torch.stack(masks), list(classes))
+
+
+class BatchOrder(torch.utils.data.Sampler):
+    """The sample keys of each micro-batch of this process, from a data position on.
+
+    Every epoch is a seeded permutation of the split; the run walks through it in global
+    micro-batches of ``batch_size x num_processes`` samples, and process ``rank`` takes its
+    slice of each. ``position`` counts global micro-batches already consumed, so a resumed run
+    continues exactly where the checkpoint left off. An epoch's tail that does not fill a
+    global micro-batch is skipped.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        rank: int,
+        num_processes: int,
+        seed: int,
+        position: int = 0,
+    ):
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.rank = rank
+        self.num_processes = num_processes
+        self.seed = seed
+        self.position = position
+        self.per_epoch = num_samples // (batch_size * num_processes)
+        if self.per_epoch == 0:
+            raise SegDiffInputError(
+                f"the training split has {num_samples} images, fewer than one batch "
+                f"({batch_size} x {num_processes} processes); lower train.batch_size"
+            )
+
+    def epoch_of(self, position: int) -> int:
+        return position // self.per_epoch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        position = self.position
+        while True:
+            epoch, step = divmod(position, self.per_epoch)
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+            global_size = self.batch_size * self.num_processes
+            start = step * global_size + self.rank * self.batch_size
+            yield [(epoch, int(i)) for i in order[start : start + self.batch_size]]
+            position += 1

@@ -1,0 +1,455 @@
+"""The training loop (DESIGN §1, §8), one code path for one process or many.
+
+``segdiff train`` runs it in one process; ``accelerate launch -m segdiff train`` runs the same
+code in several (DDP), each on its own slice of every global batch. The VAE and the text
+encoder are frozen; the UNet and the CAM train together as one `Denoiser`. The main process
+writes the run folder (see `segdiff.training.checkpoints`); every process saves its own random
+state in each checkpoint so that a resumed run continues exactly as the original would have.
+"""
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers import AutoencoderKL
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+
+from segdiff.cli.common import console
+from segdiff.data.prepared import PreparedSplit, open_prepared
+from segdiff.errors import SegDiffInputError
+from segdiff.evaluation.evaluate import process_state
+from segdiff.evaluation.report import metrics_dict
+from segdiff.imageio import save_json
+from segdiff.model.from_sd import components_from_stable_diffusion
+from segdiff.model.pipeline import SegDiffPipeline
+from segdiff.model.text import ClassEmbedder
+from segdiff.model.tiny import build_tiny_components
+from segdiff.recipes import Recipe, save_recipe
+from segdiff.training import checkpoints
+from segdiff.training.batches import (
+    Batch,
+    BatchOrder,
+    SampleSettings,
+    TrainingSamples,
+    collate,
+)
+from segdiff.training.objective import Denoiser, diffusion_loss, encode_pair
+from segdiff.training.vae_pretrain import pretrain_vae
+from segdiff.training.validation import validate, validation_benchmark
+
+WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TrainingDiverged(SegDiffInputError):
+    """The loss became NaN or infinite: the recipe (learning rate, precision) does not train."""
+
+
+def train(recipe: Recipe, run_dir: str | Path, resume: str | Path | None = None) -> Path:
+    """Train ``recipe`` into ``run_dir`` (from checkpoint ``resume`` if given); returns the
+    final model folder ``run_dir/model``."""
+    return Trainer(recipe, Path(run_dir), Path(resume) if resume else None).run()
+
+
+def build_components(recipe: Recipe) -> dict[str, Any]:
+    """The untrained pipeline components the recipe starts from."""
+    if recipe.model.kind == "tiny":
+        try:
+            return build_tiny_components(recipe.seed, recipe.model.tiny)
+        except (TypeError, ValueError) as err:
+            raise SegDiffInputError(f"model.tiny overrides do not build a model: {err}") from err
+    return components_from_stable_diffusion(recipe.model.pretrained)
+
+
+def pipeline_settings(recipe: Recipe) -> dict[str, Any]:
+    """The inference defaults saved with the model."""
+    model = recipe.model
+    return {
+        "prompt_template": model.prompt_template,
+        "default_denoising_steps": model.denoising_steps,
+        "default_ensemble_size": model.ensemble_size,
+        "default_processing_resolution": model.processing_resolution,
+        "max_classes_per_pass": model.max_classes_per_pass,
+    }
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, run_dir: Path, resume: Path | None):
+        self.recipe = recipe
+        self.run_dir = run_dir
+        process_state()  # several CPU processes share gloo, as in eval
+        self.accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision)
+        self.is_main = self.accelerator.is_main_process
+        if recipe.data.root is None:
+            raise SegDiffInputError(
+                "the recipe has no data.root: give the prepared dataset folder, e.g. "
+                "'segdiff train RECIPE.yaml data.root=PATH' (made by 'segdiff prepare')"
+            )
+        self.train_split = open_prepared(recipe.data.root, recipe.data.train_split)
+        self.val_split: PreparedSplit | None = None
+        if recipe.validation.num_images:
+            self.val_split = open_prepared(recipe.data.root, recipe.data.val_split)
+            validation_benchmark(self.val_split)
+        self.samples = TrainingSamples(self.train_split, self._sample_settings())
+        self.info = checkpoints.read_checkpoint_info(resume) if resume else {}
+        self.step = self.info.get("step", 0)
+
+        components = self._components(resume)
+        self.scheduler = components["scheduler"]
+        self._check_timesteps()
+        device, dtype = self.accelerator.device, WEIGHT_DTYPES[recipe.train.mixed_precision]
+        self.frozen = {name: components[name] for name in checkpoints.FROZEN}
+        for name in ("vae", "text_encoder"):
+            self.frozen[name].requires_grad_(False).eval().to(device, dtype=dtype)
+        self.embedder = ClassEmbedder(
+            components["tokenizer"], components["text_encoder"], recipe.model.prompt_template
+        )
+        unet = components["unet"].train()
+        if recipe.train.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        denoiser = Denoiser(unet, components["cam"].train()).to(device)
+        self.denoiser = denoiser
+        optimizer = self._optimizer(denoiser)
+        self.lr_scheduler = get_scheduler(
+            recipe.optim.schedule,
+            optimizer,
+            num_warmup_steps=recipe.optim.warmup_steps,
+            num_training_steps=recipe.train.steps,
+        )
+        self.ema = (
+            EMAModel(denoiser.parameters(), decay=recipe.train.ema.decay)
+            if recipe.train.ema.enabled
+            else None
+        )
+        seed_state = np.random.SeedSequence([recipe.seed, self.accelerator.process_index])
+        self.generator = torch.Generator(device=device).manual_seed(
+            int(seed_state.generate_state(1)[0])
+        )
+        if resume is not None:
+            self._restore(resume / "training_state", optimizer)
+        self.model, self.optimizer = self.accelerator.prepare(denoiser, optimizer)
+        self.position = self.info.get("data_position", 0)
+        self.batches = self._batches(self.position)
+        self.writer = SummaryWriter(str(run_dir / "logs")) if self.is_main else None
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _sample_settings(self, crop: int | None = None) -> SampleSettings:
+        data = self.recipe.data
+        return SampleSettings(
+            resolution=data.resolution,
+            crop=crop or data.resolution,
+            scale=(data.scale[0], data.scale[1]),
+            hflip=data.hflip,
+            max_negatives=data.max_negatives,
+            max_classes=data.max_classes,
+            seed=self.recipe.seed,
+        )
+
+    def _components(self, resume: Path | None) -> dict[str, Any]:
+        """Frozen parts and trainable weights: from the run folder when resuming; else built
+        (every process alike), the VAE pre-trained by the main process if the recipe says
+        so, and the frozen parts saved once to RUN/frozen."""
+        if resume is not None:
+            unet, cam = checkpoints.load_trainable(resume)
+            return {**checkpoints.load_frozen(self.run_dir), "unet": unet, "cam": cam}
+        components = build_components(self.recipe)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_recipe(self.recipe, self.run_dir / "recipe.yaml")
+            if self.recipe.vae_pretrain.steps:
+                self._pretrain_vae(components["vae"])
+            checkpoints.save_frozen(self.run_dir, components)
+        self.accelerator.wait_for_everyone()
+        if not self.is_main and self.recipe.vae_pretrain.steps:
+            components["vae"] = AutoencoderKL.from_pretrained(
+                self.run_dir / "frozen" / "vae", use_safetensors=True
+            )
+        return components
+
+    def _pretrain_vae(self, vae: AutoencoderKL) -> None:
+        recipe = self.recipe.vae_pretrain
+        samples = TrainingSamples(self.train_split, self._sample_settings(recipe.crop))
+        order = BatchOrder(len(samples), recipe.batch_size, 0, 1, self.recipe.seed + 1)
+        device = self.accelerator.device
+        loader = DataLoader(samples, batch_sampler=order, collate_fn=collate)
+        vae.to(device)
+        with _progress() as progress:
+            task = progress.add_task("VAE pre-training", total=recipe.steps, loss=float("nan"))
+            scaling = pretrain_vae(
+                vae,
+                (batch.to(device) for batch in loader),
+                recipe,
+                on_step=lambda step, loss: progress.update(task, completed=step, loss=loss),
+            )
+        console.print(f"VAE pre-trained; latent scaling factor {scaling:.4f}")
+
+    def _check_timesteps(self) -> None:
+        count = self.scheduler.config.num_train_timesteps
+        if self.recipe.train.noise.max_timestep >= count:
+            raise SegDiffInputError(
+                f"train.noise.max_timestep must be below the scheduler's {count} timesteps"
+            )
+
+    def _optimizer(self, denoiser: Denoiser) -> torch.optim.Optimizer:
+        optim = self.recipe.optim
+        options = {
+            "lr": optim.lr,
+            "betas": tuple(optim.betas),
+            "eps": optim.eps,
+            "weight_decay": optim.weight_decay,
+        }
+        if optim.eight_bit:
+            try:
+                import bitsandbytes
+            except ImportError:
+                console.print("optim.eight_bit: bitsandbytes is not installed; using AdamW")
+            else:
+                return bitsandbytes.optim.AdamW8bit(denoiser.parameters(), **options)
+        return torch.optim.AdamW(denoiser.parameters(), **options)
+
+    def _restore(self, state: Path, optimizer: torch.optim.Optimizer) -> None:
+        """Raw weights (the checkpoint's unet/ and cam/ hold the EMA ones when EMA is on),
+        optimizer, LR schedule and this process's random state."""
+        if self.ema is not None:
+            self.ema.optimization_step = self.info.get("ema_step", 0)
+        raw = checkpoints.load_raw_weights(state)
+        if raw is not None:
+            self.denoiser.load_state_dict(raw)
+        checkpoints.load_training_state(state, optimizer, self.lr_scheduler)
+        checkpoints.load_rng(state, self.accelerator.process_index, self.generator)
+
+    def _batches(self, position: int) -> Iterator[Batch]:
+        data = self.recipe.data
+        order = BatchOrder(
+            len(self.samples),
+            self.recipe.train.batch_size,
+            self.accelerator.process_index,
+            self.accelerator.num_processes,
+            self.recipe.seed,
+            position,
+        )
+        self.order = order
+        loader = DataLoader(
+            self.samples,
+            batch_sampler=order,
+            collate_fn=collate,
+            num_workers=data.workers,
+            persistent_workers=data.workers > 0,
+        )
+        return iter(loader)
+
+    # -- training --------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        total = self.recipe.train.steps
+        every = self.recipe.train
+        validate_every = self.recipe.validation.every
+        window: list[float] = []
+        with _progress(disable=not self.is_main) as progress:
+            task = progress.add_task(
+                "training", total=total, completed=self.step, loss=float("nan")
+            )
+            while self.step < total:
+                loss = self._optimizer_step()
+                self.step += 1
+                window.append(loss)
+                progress.update(task, completed=self.step, loss=loss)
+                if self.step % every.log_every == 0 or self.step == total:
+                    self._log_scalars(float(np.mean(window)))
+                    window = []
+                if self.step % every.checkpoint_every == 0 or self.step == total:
+                    self._save_checkpoint()
+                if validate_every and self.step % validate_every == 0 and self.step < total:
+                    self._validate()
+        self._validate()
+        model = self._save_model()
+        if self.writer is not None:
+            self.writer.close()
+        return model
+
+    def _optimizer_step(self) -> float:
+        """One optimizer step over ``gradient_accumulation`` micro-batches; the mean loss of
+        all processes. Raises TrainingDiverged before touching the weights if it is not
+        finite."""
+        accumulation = self.recipe.train.gradient_accumulation
+        total = torch.zeros((), device=self.accelerator.device)
+        for micro in range(accumulation):
+            batch = next(self.batches).to(self.accelerator.device)
+            self.position += 1
+            last = micro == accumulation - 1
+            sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+            with sync:
+                loss = self._loss(batch) / accumulation
+                self.accelerator.backward(loss)
+            total += loss.detach()
+        mean = self.accelerator.reduce(total, reduction="mean").item()
+        if not np.isfinite(mean):
+            latest = checkpoints.latest_checkpoint(self.run_dir)
+            raise TrainingDiverged(
+                f"the training loss became {mean} at step {self.step + 1}: training diverged. "
+                "Lower optim.lr, lengthen optim.warmup_steps or use mixed_precision=bf16/no, "
+                + (f"then resume from {latest}." if latest else "then start again.")
+            )
+        self.accelerator.clip_grad_norm_(self.model.parameters(), self.recipe.optim.max_grad_norm)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.step(self.denoiser.parameters())
+        return mean
+
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        image_latents, mask_latents = encode_pair(self.frozen["vae"], batch.pixels, batch.masks)
+        embeddings = [self.embedder(names) for names in batch.classes]
+        return diffusion_loss(
+            self.model,
+            self.scheduler,
+            image_latents,
+            mask_latents,
+            embeddings,
+            self.generator,
+            self.recipe.train.noise,
+        )
+
+    def _log_scalars(self, loss: float) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", loss, self.step)
+            self.writer.add_scalar("train/lr", self.lr_scheduler.get_last_lr()[0], self.step)
+
+    # -- weights out -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _inference_weights(self) -> Iterator[None]:
+        """The weights to save or validate: the EMA ones when EMA is on; eval mode."""
+        parameters = list(self.denoiser.parameters())
+        if self.ema is not None:
+            self.ema.store(parameters)
+            self.ema.copy_to(parameters)
+        self.denoiser.eval()
+        try:
+            yield
+        finally:
+            self.denoiser.train()
+            if self.ema is not None:
+                self.ema.restore(parameters)
+
+    def _pipeline(self) -> SegDiffPipeline:
+        return SegDiffPipeline(
+            unet=self.denoiser.unet,
+            cam=self.denoiser.cam,
+            **self.frozen,
+            **pipeline_settings(self.recipe),
+        )
+
+    def _write_trainable(self, folder: Path) -> None:
+        """unet/, cam/ and model_index.json: a pipeline folder minus the frozen parts."""
+        self.denoiser.unet.save_pretrained(folder / "unet", safe_serialization=True)
+        self.denoiser.cam.save_pretrained(folder / "cam", safe_serialization=True)
+        self._pipeline().save_config(folder)
+
+    def _save_checkpoint(self) -> None:
+        final = checkpoints.checkpoint_dir(self.run_dir, self.step)
+        temporary = checkpoints.temporary_dir(final)
+        state = temporary / "training_state"
+        if self.is_main:
+            shutil.rmtree(temporary, ignore_errors=True)
+            state.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        checkpoints.save_rng(state, self.accelerator.process_index, self.generator)
+        if self.is_main:
+            raw = None
+            if self.ema is not None:
+                raw = {k: v.detach().cpu() for k, v in self.denoiser.state_dict().items()}
+            checkpoints.save_training_state(state, self.optimizer, self.lr_scheduler, raw)
+            with self._inference_weights():
+                self._write_trainable(temporary)
+            info = {
+                "step": self.step,
+                "epoch": self.order.epoch_of(self.position),
+                "data_position": self.position,
+                "samples_seen": self.position
+                * self.recipe.train.batch_size
+                * self.accelerator.num_processes,
+                "num_processes": self.accelerator.num_processes,
+                "ema_step": self.ema.optimization_step if self.ema is not None else None,
+            }
+            save_json(info, temporary / "checkpoint.json")
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            checkpoints.publish(temporary, final, self.recipe.train.checkpoint_limit)
+        self.accelerator.wait_for_everyone()
+
+    def _save_model(self) -> Path:
+        """RUN/model: the frozen parts copied from RUN/frozen plus the trained weights."""
+        model = self.run_dir / "model"
+        if self.is_main:
+            temporary = self.run_dir / ".tmp-model"
+            shutil.rmtree(temporary, ignore_errors=True)
+            for name in checkpoints.FROZEN:
+                shutil.copytree(self.run_dir / "frozen" / name, temporary / name)
+            with self._inference_weights():
+                self._write_trainable(temporary)
+            shutil.rmtree(model, ignore_errors=True)
+            temporary.rename(model)
+        self.accelerator.wait_for_everyone()
+        return model
+
+    def _validate(self) -> None:
+        """Score the val subset on every process (sharded), log and save the metrics."""
+        settings = self.recipe.validation
+        if self.val_split is None:
+            return
+        with self._inference_weights(), self.accelerator.autocast():
+            pipeline = self._pipeline()
+            pipeline.set_progress_bar_config(disable=True)
+            result = validate(
+                pipeline,
+                self.val_split,
+                settings.num_images,
+                settings.denoising_steps,
+                settings.ensemble_size,
+                settings.overlays,
+                self.recipe.seed,
+            )
+        if not self.is_main:
+            return
+        metrics = metrics_dict(result, {"step": self.step, "split": self.val_split.split})
+        save_json(metrics, self.run_dir / "metrics.json")
+        console.print(
+            f"step {self.step}: val mIoU {metrics['mIoU']:.1f}, pixel accuracy "
+            f"{metrics['pixel_accuracy']:.1f} ({result.scored} images)"
+        )
+        for key in ("mIoU", "pixel_accuracy", "mean_accuracy", "fwIoU"):
+            self.writer.add_scalar(f"val/{key}", metrics[key], self.step)
+        for name, panel in result.samples:
+            self.writer.add_image(f"val/{name}", panel, self.step, dataformats="HWC")
+        self.writer.flush()
+
+
+def _progress(disable: bool = False) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disable,
+    )

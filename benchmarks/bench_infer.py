@@ -1,0 +1,397 @@
+"""Inference speed (and optionally accuracy): segdiff's pipeline against the original loop.
+
+Both run on the same weights, resolution, ensemble size and steps, in one process, timed in
+turn (A/B/A/B) so that load from other processes falls on both alike; medians are reported.
+
+The baseline (``OriginalLoop``) rebuilds the original implementation's inference loop on
+segdiff's components: ensemble members one at a time, the image re-encoded by the VAE and the
+class prompts re-encoded by the text encoder for every member, fp32, DDIM with "leading"
+timestep spacing, the input squashed to a square. Its decoding and vote are segdiff's (depth
+levels, per-pixel majority), so accuracy differences come from the loop's settings alone and
+not from the original's decoding defects (DESIGN §10), which cost no time.
+
+    python benchmarks/bench_infer.py                       # tiny, CPU: 10 steps x 10 members
+    python benchmarks/bench_infer.py --table --data D      # preset table with mIoU on shapes
+    python benchmarks/bench_infer.py --size sd2 --dtype fp16 --device cuda
+"""
+
+import argparse
+import copy
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from _common import (
+    DEFAULT_RESOLUTION,
+    DTYPES,
+    SIZES,
+    Measurement,
+    build_components,
+    format_mib,
+    interleaved,
+    machine_line,
+    parameter_mib,
+    pick_device,
+    set_threads,
+)
+from diffusers import DDIMScheduler
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from segdiff import depth_coding
+from segdiff.data.shapes import generate_sample
+from segdiff.model import default_model_path
+from segdiff.model.pipeline import SegDiffPipeline
+from segdiff.model.text import ClassEmbedder
+from segdiff.vocabularies import get_vocabulary
+
+ORIGINAL_DEFAULT = (50, 10)
+"""The original implementation's default: 50 DDIM steps ("leading") x 10 ensemble members."""
+
+FAST_PRESETS = {"fast-4x3": (4, 3), "fast-2x2": (2, 2), "fast-1x1": (1, 1)}
+"""Candidate fast settings (steps, ensemble members), all with trailing spacing."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    method: str
+    """"baseline" (OriginalLoop) or "segdiff" (SegDiffPipeline)."""
+    steps: int
+    ensemble: int
+
+
+@dataclass
+class Row:
+    setting: Setting
+    seconds_per_image: float
+    cpu_seconds_per_image: float
+    peak_mib: float | None
+    miou: float | None = None
+
+
+class OriginalLoop:
+    """The original inference loop on segdiff's components, for measurement only."""
+
+    def __init__(self, pipe: SegDiffPipeline):
+        self.pipe = pipe
+        self.scheduler = DDIMScheduler.from_config(
+            pipe.scheduler.config, timestep_spacing="leading"
+        )
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: Image.Image,
+        classes: list[str],
+        steps: int,
+        ensemble: int,
+        resolution: int,
+        generator: torch.Generator,
+    ) -> np.ndarray:
+        """Labels at the input size (class index, 255 = none)."""
+        pipe = self.pipe
+        array = np.asarray(image.convert("RGB"), dtype=np.float32)
+        pixels = torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1.0
+        pixels = F.interpolate(pixels, size=(resolution, resolution), mode="bilinear")
+        pixels = pixels.to(device=pipe.device, dtype=pipe.vae.dtype)
+        member_labels = []
+        for _ in range(ensemble):
+            image_latent = pipe._encode(pixels)
+            # A fresh embedder has an empty cache: the prompts go through the encoder again.
+            embedder = ClassEmbedder(pipe.tokenizer, pipe.text_encoder, pipe.config.prompt_template)
+            context, mask = pipe.cam([embedder(classes)])
+            latents = randn_tensor(
+                image_latent.shape, generator=generator, device=pipe.device, dtype=pipe.unet.dtype
+            )
+            self.scheduler.set_timesteps(steps, device=pipe.device)
+            for t in self.scheduler.timesteps:
+                unet_input = torch.cat([image_latent, latents], dim=1)
+                prediction = pipe.unet(
+                    unet_input, t, encoder_hidden_states=context, encoder_attention_mask=mask
+                ).sample
+                latents = self.scheduler.step(prediction, t, latents).prev_sample
+            gray = pipe._decode_gray(latents)[0]
+            member_labels.append(depth_coding.decode(gray, len(classes)).long())
+        labels = torch.stack(member_labels).mode(dim=0).values.float()
+        labels = F.interpolate(labels[None, None], size=(image.height, image.width))
+        return labels[0, 0].to(torch.uint8).cpu().numpy()
+
+
+def load_pipelines(args: argparse.Namespace, device: torch.device):
+    """(fp32 pipeline for the baseline, segdiff's pipeline with the speed options asked for,
+    a note on where the weights come from)."""
+    if args.size == "sd2":
+        pipe = SegDiffPipeline(**build_components("sd2"), default_processing_resolution=768)
+        note = "SD2 (768-v) architecture with random weights"
+    else:
+        model = args.model or default_model_path()
+        if model is None:
+            pipe = SegDiffPipeline(**build_components("tiny"), default_processing_resolution=64)
+            note = "tiny architecture with random weights (no bundled model installed)"
+        else:
+            pipe = SegDiffPipeline.from_pretrained(model)
+            note = f"trained model {model}"
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    options_changed = args.dtype != "fp32" or args.channels_last or args.compile
+    fast = copy.deepcopy(pipe) if options_changed else pipe
+    fast.to(dtype=DTYPES[args.dtype])
+    if args.channels_last:
+        fast.unet.to(memory_format=torch.channels_last)
+        fast.vae.to(memory_format=torch.channels_last)
+    if args.compile:
+        fast.unet.compile()
+    return pipe, fast, note
+
+
+def test_images(count: int, size: tuple[int, int]) -> list[Image.Image]:
+    """Synthetic shapes images of ``size`` (width, height), seeded."""
+    width, height = size
+    images = []
+    for index in range(count):
+        array, _ = generate_sample((7, index), max(width, height))
+        images.append(Image.fromarray(array[:height, :width]))
+    return images
+
+
+def settings_to_run(args: argparse.Namespace, pipe: SegDiffPipeline) -> list[Setting]:
+    equal = [
+        Setting(f"baseline-{args.steps}x{args.ensemble}", "baseline", args.steps, args.ensemble),
+        Setting(f"segdiff-{args.steps}x{args.ensemble}", "segdiff", args.steps, args.ensemble),
+    ]
+    if not args.table:
+        return equal
+    steps, members = ORIGINAL_DEFAULT
+    default = (pipe.config.default_denoising_steps, pipe.config.default_ensemble_size)
+    rows = [Setting(f"baseline-{steps}x{members}", "baseline", steps, members), *equal]
+    rows.append(Setting(f"segdiff-default-{default[0]}x{default[1]}", "segdiff", *default))
+    rows += [Setting(name, "segdiff", *preset) for name, preset in FAST_PRESETS.items()]
+    return rows
+
+
+class Predictor:
+    """Runs a Setting: the baseline loop or segdiff's pipeline, at the benchmark's resolution."""
+
+    def __init__(self, baseline: OriginalLoop, pipe: SegDiffPipeline, args: argparse.Namespace):
+        self.baseline = baseline
+        self.pipe = pipe
+        self.resolution = args.resolution
+        self.batch_size = args.batch_size
+
+    def __call__(
+        self, setting: Setting, image: Image.Image, classes: list[str], seed: int
+    ) -> np.ndarray:
+        generator = torch.Generator().manual_seed(seed)
+        if setting.method == "baseline":
+            return self.baseline(
+                image, classes, setting.steps, setting.ensemble, self.resolution, generator
+            )
+        output = self.pipe(
+            image,
+            classes,
+            num_inference_steps=setting.steps,
+            ensemble_size=setting.ensemble,
+            processing_resolution=self.resolution,
+            batch_size=self.batch_size,
+            generator=generator,
+        )
+        return output.labels[0]
+
+
+def measure_speed(
+    settings: list[Setting],
+    predict: Predictor,
+    images: list[Image.Image],
+    classes: list[str],
+    rounds: int,
+    device: torch.device,
+) -> dict[str, Measurement]:
+    """Seconds per image of every setting, A/B interleaved over ``rounds`` rounds."""
+    # Warm-up (lazy initialisation, kernel choice, compilation) with one step: the tensor
+    # shapes are those of the timed runs, at a fraction of the cost.
+    for setting in settings:
+        predict(replace(setting, steps=1), images[0], classes, seed=0)
+
+    def runner(setting: Setting):
+        def run(round_index: int) -> None:
+            for index, image in enumerate(images):
+                predict(setting, image, classes, seed=1000 * round_index + index)
+
+        return run
+
+    results = interleaved({s.name: runner(s) for s in settings}, rounds, device)
+    for measurement in results.values():
+        measurement.seconds = [t / len(images) for t in measurement.seconds]
+        measurement.cpu_seconds = [t / len(images) for t in measurement.cpu_seconds]
+    return results
+
+
+def unet_batch_scaling(pipe: SegDiffPipeline, classes, args, device) -> tuple[float, float]:
+    """UNet forward seconds per sample at batch 1 and at batch = ensemble size (medians)."""
+    height = width = args.resolution // 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    batch = args.ensemble
+    channels = pipe.unet.config.in_channels
+    sample = torch.randn(batch, channels, height, width, device=device, dtype=pipe.unet.dtype)
+    context, mask = pipe.cam([pipe.class_embedder(classes)] * batch)
+    timestep = torch.tensor(500, device=device)
+
+    def forward(size: int):
+        def run(_: int) -> None:
+            with torch.no_grad():
+                for start in range(0, batch, size):
+                    chunk = slice(start, start + size)
+                    pipe.unet(
+                        sample[chunk], timestep, context[chunk], encoder_attention_mask=mask[chunk]
+                    )
+
+        return run
+
+    forward(batch)(0)
+    results = interleaved({"1": forward(1), "E": forward(batch)}, args.rounds, device)
+    return results["1"].median_seconds / batch, results["E"].median_seconds / batch
+
+
+def measure_accuracy(
+    settings: list[Setting], predict: Predictor, args: argparse.Namespace
+) -> dict[str, float]:
+    """mIoU (percent) of every setting on the first ``args.limit`` images of a prepared split,
+    scored by segdiff's evaluation code. Image i gets seed i under every setting."""
+    from segdiff.data.prepared import open_prepared
+    from segdiff.evaluation.benchmarks import get_benchmark
+    from segdiff.evaluation.evaluate import evaluate
+    from segdiff.imageio import load_rgb
+
+    benchmark = get_benchmark(args.benchmark)
+    prepared = open_prepared(args.data, args.split)
+    seeds = {name: i for i, name in enumerate(prepared.image_names)}
+    classes = list(benchmark.classes)
+    scores = {}
+    for setting in settings:
+
+        def labels_of(name: str, setting: Setting = setting) -> np.ndarray:
+            image = load_rgb(prepared.image_path(name))
+            return predict(setting, image, classes, seed=seeds[name])
+
+        result = evaluate(benchmark, prepared, labels_of, limit=args.limit, max_samples=0)
+        scores[setting.name] = result.metrics.miou
+    return scores
+
+
+def render_table(rows: list[Row]) -> str:
+    by_name = {row.setting.name: row for row in rows}
+    references = [row.setting.name for row in rows if row.setting.method == "baseline"]
+    header = ["setting", "steps x members", "UNet passes/img", "s/img", "CPU s/img", "img/s"]
+    header += [f"x vs {name}" for name in references] + ["peak MiB"]
+    has_miou = any(row.miou is not None for row in rows)
+    if has_miou:
+        header.append("mIoU")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        s = row.setting
+        cells = [
+            s.name,
+            f"{s.steps} x {s.ensemble}",
+            str(s.steps * s.ensemble),
+            f"{row.seconds_per_image:.3f}",
+            f"{row.cpu_seconds_per_image:.3f}",
+            f"{1 / row.seconds_per_image:.2f}",
+        ]
+        cells += [f"{by_name[r].seconds_per_image / row.seconds_per_image:.1f}" for r in references]
+        cells.append(format_mib(row.peak_mib))
+        if has_miou:
+            cells.append("n/a" if row.miou is None else f"{row.miou:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=SIZES, default="tiny")
+    parser.add_argument("--model", help="tiny: model folder (default: the bundled model)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="segdiff's dtype")
+    parser.add_argument("--resolution", type=int, help="processing resolution (long edge)")
+    parser.add_argument("--image-size", default=None, help="WxH of the test images")
+    parser.add_argument("--vocabulary", default=None, help="class list (default by size)")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--ensemble", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=0, help="segdiff; 0 = automatic")
+    parser.add_argument("--images", type=int, default=2, help="images per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--table", action="store_true", help="original default + presets")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    parser.add_argument("--data", type=Path, help="prepared dataset: also measure mIoU")
+    parser.add_argument("--benchmark", default="shapes")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--limit", type=int, default=40, help="images scored per setting")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    args.resolution = args.resolution or DEFAULT_RESOLUTION[args.size]
+    if args.image_size is None:
+        args.image_size = "640x480" if args.size == "sd2" else "64x48"
+    width, _, height = args.image_size.partition("x")
+    args.image_size = (int(width), int(height))
+    args.vocabulary = args.vocabulary or ("voc21" if args.size == "sd2" else "shapes")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    set_threads(args.threads)
+    torch.manual_seed(0)
+    pipe, fast, note = load_pipelines(args, device)
+    settings = settings_to_run(args, pipe)
+    predict = Predictor(OriginalLoop(pipe), fast, args)
+    classes = list(get_vocabulary(args.vocabulary).classes)
+    images = test_images(args.images, args.image_size)
+
+    speed = measure_speed(settings, predict, images, classes, args.rounds, device)
+    per_sample = unet_batch_scaling(fast, classes, args, device)
+    accuracy = measure_accuracy(settings, predict, args) if args.data else {}
+    rows = [
+        Row(
+            s,
+            speed[s.name].median_seconds,
+            speed[s.name].median_cpu_seconds,
+            speed[s.name].max_peak_mib,
+            accuracy.get(s.name),
+        )
+        for s in settings
+    ]
+
+    width, height = args.image_size
+    print(f"# bench_infer --size {args.size}: {note}")
+    print(
+        f"machine: {machine_line(device)}\n"
+        f"segdiff: {args.dtype}{', channels-last' if args.channels_last else ''}"
+        f"{', torch.compile' if args.compile else ''}, batch size {args.batch_size or 'auto'}; "
+        f"baseline: fp32\n"
+        f"images: {args.images} of {width}x{height} per round, {args.rounds} rounds, "
+        f"processing resolution {args.resolution}, {len(classes)} classes ({args.vocabulary}); "
+        f"weights {parameter_mib(pipe.unet, pipe.vae, pipe.text_encoder):,.0f} MiB (fp32)\n"
+        f"UNet forward, s/sample: batch 1 {per_sample[0]:.4f}, "
+        f"batch {args.ensemble} {per_sample[1]:.4f}\n"
+    )
+    if accuracy:
+        print(f"mIoU: first {args.limit} images of {args.data} ({args.split})\n")
+    print(render_table(rows))
+    if args.json:
+        payload = {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "machine": machine_line(device),
+            "unet_seconds_per_sample": {"batch_1": per_sample[0], "batch_E": per_sample[1]},
+            "rows": [asdict(row) for row in rows],
+            "seconds_per_image_all": {name: m.seconds for name, m in speed.items()},
+        }
+        args.json.write_text(json.dumps(payload, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Training speed: samples per second and peak memory of segdiff's training step.
+
+One step: the frozen VAE encodes image and depth-coded mask, noise is added to the mask
+latent at random timesteps, the UNet (8 input channels, CAM class tokens as context) predicts
+v, the MSE against the true v is backpropagated, and AdamW updates UNet and CAM. Each
+precision asked for is a separate copy of the trainable parts with its own optimizer; they
+are timed in turn (A/B/A/B) and medians are reported.
+
+    python benchmarks/bench_train.py --threads 1                     # tiny, CPU
+    python benchmarks/bench_train.py --size sd2 --device cuda --precision fp32 bf16 fp16
+"""
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from _common import (
+    DEFAULT_RESOLUTION,
+    DTYPES,
+    SIZES,
+    build_components,
+    format_mib,
+    interleaved,
+    machine_line,
+    parameter_mib,
+    pick_device,
+    set_threads,
+)
+from diffusers import DDPMScheduler
+
+from segdiff import depth_coding
+from segdiff.data.shapes import generate_sample
+from segdiff.model.text import ClassEmbedder
+from segdiff.vocabularies import SHAPES_CLASSES
+
+
+class Trainer:
+    """The trainable parts (UNet, CAM) and their optimizer, at one mixed precision."""
+
+    def __init__(self, components: dict, precision: str, device: torch.device, args):
+        self.vae = components["vae"]
+        self.embedder = ClassEmbedder(components["tokenizer"], components["text_encoder"])
+        self.unet = copy.deepcopy(components["unet"]).to(device).train()
+        self.cam = copy.deepcopy(components["cam"]).to(device).train()
+        if args.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        self.noise = DDPMScheduler.from_config(components["scheduler"].config)
+        self.parameters = [*self.unet.parameters(), *self.cam.parameters()]
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=1e-5, weight_decay=1e-2)
+        self.device = device
+        self.autocast = precision != "fp32"
+        self.dtype = DTYPES[precision]
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def step(self, pixels: torch.Tensor, masks: torch.Tensor, classes: list[list[str]]) -> float:
+        batch = pixels.shape[0]
+        with torch.no_grad():
+            latents = self.vae.encode(torch.cat([pixels, masks])).latent_dist.sample()
+            image_latent, mask_latent = (latents * self.vae.config.scaling_factor).chunk(2)
+        noise = torch.randn_like(mask_latent)
+        timesteps = torch.randint(0, self.noise.config.num_train_timesteps, (batch,))
+        timesteps = timesteps.to(self.device)
+        noisy = self.noise.add_noise(mask_latent, noise, timesteps)
+        target = self.noise.get_velocity(mask_latent, noise, timesteps)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
+            context, attention_mask = self.cam([self.embedder(names) for names in classes])
+            prediction = self.unet(
+                torch.cat([image_latent, noisy], dim=1),
+                timesteps,
+                encoder_hidden_states=context,
+                encoder_attention_mask=attention_mask,
+            ).sample
+        loss = F.mse_loss(prediction.float(), target.float())
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    def resident_mib(self) -> float:
+        """Trainable weights plus optimizer state (both AdamW moments)."""
+        state = self.optimizer.state.values()
+        moments = sum(t.numel() * t.element_size() for s in state for t in s.values()) / 2**20
+        return parameter_mib(self.unet, self.cam) + moments
+
+
+def training_batch(size: int, resolution: int, device: torch.device, dtype: torch.dtype):
+    """Shapes images and masks depth-coded for a shuffled class list, in [-1, 1]."""
+    rng = np.random.default_rng(0)
+    pixels, masks, classes = [], [], []
+    for index in range(size):
+        image, labels = generate_sample((3, index), resolution)
+        order = rng.permutation(len(SHAPES_CLASSES))
+        position = np.argsort(order)  # class c is drawn at level position[c]
+        gray = depth_coding.encode(position[labels].astype(np.uint8), len(SHAPES_CLASSES))
+        pixels.append(torch.from_numpy(image).permute(2, 0, 1).float())
+        masks.append(torch.from_numpy(gray).float().expand(3, -1, -1))
+        classes.append([SHAPES_CLASSES[c] for c in order])
+
+    def to_unit_range(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return (torch.stack(tensors) / 127.5 - 1).to(device=device, dtype=dtype)
+
+    return to_unit_range(pixels), to_unit_range(masks), classes
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=SIZES, default="tiny")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--precision", nargs="+", choices=list(DTYPES), default=["fp32"],
+        help="mixed precisions to compare (autocast; weights and optimizer stay fp32)",
+    )  # fmt: skip
+    parser.add_argument("--resolution", type=int, help="training crop side in pixels")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3, help="optimizer steps per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    args.resolution = args.resolution or DEFAULT_RESOLUTION[args.size]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    set_threads(args.threads)
+    torch.manual_seed(0)
+    components = build_components(args.size)
+    for name in ("vae", "text_encoder"):
+        components[name].to(device).eval().requires_grad_(False)
+    trainers = {p: Trainer(components, p, device, args) for p in args.precision}
+    pixels, masks, classes = training_batch(args.batch_size, args.resolution, device, torch.float32)
+
+    for trainer in trainers.values():  # warm-up; allocates the optimizer state
+        trainer.step(pixels, masks, classes)
+
+    def runner(trainer: Trainer):
+        def run(_: int) -> None:
+            for _ in range(args.steps):
+                trainer.step(pixels, masks, classes)
+
+        return run
+
+    results = interleaved({p: runner(t) for p, t in trainers.items()}, args.rounds, device)
+    print(f"# bench_train --size {args.size}: random weights, local training step")
+    print(
+        f"machine: {machine_line(device)}\n"
+        f"batch {args.batch_size} of {args.resolution}x{args.resolution}, {args.steps} steps "
+        f"per round, {args.rounds} rounds, gradient checkpointing "
+        f"{'on' if args.gradient_checkpointing else 'off'}\n"
+    )
+    header = ["precision", "s/step", "samples/s", "resident MiB", "peak MiB above resident"]
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    rows = {}
+    for precision, measurement in results.items():
+        seconds = measurement.median_seconds / args.steps
+        resident = trainers[precision].resident_mib()
+        rows[precision] = {
+            "seconds_per_step": seconds,
+            "samples_per_second": args.batch_size / seconds,
+            "resident_mib": resident,
+            "peak_mib": measurement.max_peak_mib,
+        }
+        cells = [
+            precision,
+            f"{seconds:.3f}",
+            f"{args.batch_size / seconds:.2f}",
+            f"{resident:,.0f}",
+            format_mib(measurement.max_peak_mib),
+        ]
+        print("| " + " | ".join(cells) + " |")
+    if args.json:
+        payload = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
+        args.json.write_text(json.dumps(payload, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The benchmark scripts run end to end with their smallest settings, so they cannot rot."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from segdiff.cli import app
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SMALL_RUN = ["--threads", "1", "--rounds", "1"]
+
+
+def _run_script(name: str, *args: str) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def shapes_val(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shapes")
+    options = ["--split", "val", "--val-size", "2", "--size", "32", "--workers", "1"]
+    result = CliRunner().invoke(app, ["prepare", "shapes", "--out", str(out), *options])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_bench_infer_compares_baseline_and_segdiff_with_accuracy(
+    tiny_model_dir, shapes_val, tmp_path
+):
+    report = tmp_path / "infer.json"
+    stdout = _run_script(
+        "bench_infer.py",
+        *SMALL_RUN,
+        *("--model", str(tiny_model_dir), "--resolution", "32", "--image-size", "32x24"),
+        *("--steps", "1", "--ensemble", "2", "--images", "1"),
+        *("--data", str(shapes_val), "--limit", "1", "--json", str(report)),
+    )
+    rows = json.loads(report.read_text())["rows"]
+    assert [row["setting"]["method"] for row in rows] == ["baseline", "segdiff"]
+    assert all(row["seconds_per_image"] > 0 for row in rows)
+    assert all(0 <= row["miou"] <= 100 for row in rows)
+    assert "| baseline-1x2 |" in stdout and "| segdiff-1x2 |" in stdout
+
+
+def test_bench_train_reports_each_precision(tmp_path):
+    report = tmp_path / "train.json"
+    stdout = _run_script(
+        "bench_train.py",
+        *SMALL_RUN,
+        *("--resolution", "32", "--batch-size", "1", "--steps", "1"),
+        *("--precision", "fp32", "bf16", "--json", str(report)),
+    )
+    rows = json.loads(report.read_text())["rows"]
+    assert set(rows) == {"fp32", "bf16"}
+    assert all(row["samples_per_second"] > 0 for row in rows.values())
+    assert "| fp32 |" in stdout
+
+
+def test_sd2_configs_have_the_published_parameter_counts():
+    spec = importlib.util.spec_from_file_location("_common", BENCHMARKS / "_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    configs = common.SD2_CONFIGS
+    with torch.device("meta"):  # shapes only: no memory, no time
+        unet = UNet2DConditionModel(**configs["unet"])
+        vae = AutoencoderKL(**configs["vae"])
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, **configs["text_encoder"]))
+    assert sum(p.numel() for p in unet.parameters()) == 865_910_724
+    assert sum(p.numel() for p in vae.parameters()) == 83_653_863
+    assert sum(p.numel() for p in text.parameters()) == 340_387_840

@@ -21,9 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers.utils import logging as diffusers_logging
 from rich.progress import Progress
 
 from segdiff.model.tiny import build_tiny_components
+
+# Casting a model with .to(dtype) makes diffusers warn on every call; nothing to act on here.
+diffusers_logging.set_verbosity_error()
 
 SIZES = ("tiny", "sd2")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

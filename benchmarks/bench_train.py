@@ -1,8 +1,10 @@
 """Training speed: samples per second and peak memory of segdiff's training step.
 
-One step: the frozen VAE encodes image and depth-coded mask, noise is added to the mask
-latent at random timesteps, the UNet (8 input channels, CAM class tokens as context) predicts
-v, the MSE against the true v is backpropagated, and AdamW updates UNet and CAM. Each
+One step is segdiff's own (``segdiff.training.objective``): the frozen VAE encodes image and
+depth-coded mask, noise is added to the mask latent at random timesteps, the UNet (8 input
+channels, CAM class tokens as context) predicts v, the MSE against the true v is
+backpropagated, and AdamW updates UNet and CAM. Data loading is left out: one synthetic
+shapes batch is made once and reused. Each
 precision asked for is a separate copy of the trainable parts with its own optimizer; they
 are timed in turn (A/B/A/B) and medians are reported.
 
@@ -17,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from _common import (
     DEFAULT_RESOLUTION,
     DTYPES,
@@ -30,55 +31,59 @@ from _common import (
     pick_device,
     set_threads,
 )
-from diffusers import DDPMScheduler
 
 from segdiff import depth_coding
 from segdiff.data.shapes import generate_sample
 from segdiff.model.text import ClassEmbedder
+from segdiff.recipes import NoiseRecipe
+from segdiff.training.objective import Denoiser, diffusion_loss, encode_pair
 from segdiff.vocabularies import SHAPES_CLASSES
 
 
 class Trainer:
-    """The trainable parts (UNet, CAM) and their optimizer, at one mixed precision."""
+    """segdiff's training step (the objective of ``segdiff.training``) at one precision,
+    with its own copy of the networks and its own AdamW.
+
+    Mixed precision is applied as ``segdiff train`` gets it from accelerate: frozen VAE and
+    text encoder cast to the precision, the trainable UNet + CAM kept fp32 under autocast,
+    and loss scaling for fp16."""
 
     def __init__(self, components: dict, precision: str, device: torch.device, args):
-        self.vae = components["vae"]
-        self.embedder = ClassEmbedder(components["tokenizer"], components["text_encoder"])
-        self.unet = copy.deepcopy(components["unet"]).to(device).train()
-        self.cam = copy.deepcopy(components["cam"]).to(device).train()
+        dtype = DTYPES[precision]
+        self.vae = copy.deepcopy(components["vae"]).to(device, dtype=dtype)
+        text_encoder = copy.deepcopy(components["text_encoder"]).to(device, dtype=dtype)
+        self.embedder = ClassEmbedder(components["tokenizer"], text_encoder)
+        unet = copy.deepcopy(components["unet"]).train()
         if args.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-        self.noise = DDPMScheduler.from_config(components["scheduler"].config)
-        self.parameters = [*self.unet.parameters(), *self.cam.parameters()]
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=1e-5, weight_decay=1e-2)
-        self.device = device
-        self.autocast = precision != "fp32"
-        self.dtype = DTYPES[precision]
+            unet.enable_gradient_checkpointing()
+        self.denoiser = Denoiser(unet, copy.deepcopy(components["cam"]).train()).to(device)
+        self.scheduler = components["scheduler"]
+        self.optimizer = torch.optim.AdamW(self.denoiser.parameters(), lr=1e-5)
+        self.generator = torch.Generator(device=device).manual_seed(0)
+        self.autocast = {
+            "device_type": device.type,
+            "dtype": dtype,
+            "enabled": dtype != torch.float32,
+        }
         # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range.
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     def step(self, pixels: torch.Tensor, masks: torch.Tensor, classes: list[list[str]]) -> float:
-        batch = pixels.shape[0]
-        with torch.no_grad():
-            latents = self.vae.encode(torch.cat([pixels, masks])).latent_dist.sample()
-            image_latent, mask_latent = (latents * self.vae.config.scaling_factor).chunk(2)
-        noise = torch.randn_like(mask_latent)
-        timesteps = torch.randint(0, self.noise.config.num_train_timesteps, (batch,))
-        timesteps = timesteps.to(self.device)
-        noisy = self.noise.add_noise(mask_latent, noise, timesteps)
-        target = self.noise.get_velocity(mask_latent, noise, timesteps)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
-            context, attention_mask = self.cam([self.embedder(names) for names in classes])
-            prediction = self.unet(
-                torch.cat([image_latent, noisy], dim=1),
-                timesteps,
-                encoder_hidden_states=context,
-                encoder_attention_mask=attention_mask,
-            ).sample
-        loss = F.mse_loss(prediction.float(), target.float())
+        image_latents, mask_latents = encode_pair(self.vae, pixels, masks)
+        embeddings = [self.embedder(names) for names in classes]
+        with torch.autocast(**self.autocast):
+            loss = diffusion_loss(
+                self.denoiser,
+                self.scheduler,
+                image_latents,
+                mask_latents,
+                embeddings,
+                self.generator,
+                NoiseRecipe(),
+            )
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
+        torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), 1.0)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -88,7 +93,7 @@ class Trainer:
         """Trainable weights plus optimizer state (both AdamW moments)."""
         state = self.optimizer.state.values()
         moments = sum(t.numel() * t.element_size() for s in state for t in s.values()) / 2**20
-        return parameter_mib(self.unet, self.cam) + moments
+        return parameter_mib(self.denoiser) + moments
 
 
 def training_batch(size: int, resolution: int, device: torch.device, dtype: torch.dtype):
@@ -137,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     components = build_components(args.size)
     for name in ("vae", "text_encoder"):
-        components[name].to(device).eval().requires_grad_(False)
+        components[name].eval().requires_grad_(False)
     trainers = {p: Trainer(components, p, device, args) for p in args.precision}
     pixels, masks, classes = training_batch(args.batch_size, args.resolution, device, torch.float32)
 
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         return run
 
     results = interleaved({p: runner(t) for p, t in trainers.items()}, args.rounds, device)
-    print(f"# bench_train --size {args.size}: random weights, local training step")
+    print(f"# bench_train --size {args.size}: random weights, segdiff.training.objective step")
     print(
         f"machine: {machine_line(device)}\n"
         f"batch {args.batch_size} of {args.resolution}x{args.resolution}, {args.steps} steps "

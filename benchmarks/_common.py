@@ -73,11 +73,14 @@ SD2_CONFIGS: dict[str, dict[str, Any]] = {
 DEFAULT_RESOLUTION = {"tiny": 64, "sd2": 768}
 
 
-def build_components(size: str, seed: int = 0) -> dict[str, Any]:
-    """The six components of an untrained SegDiffPipeline of this size (random weights)."""
+def build_components(
+    size: str, seed: int = 0, tiny_overrides: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The six components of an untrained SegDiffPipeline of this size (random weights);
+    ``tiny_overrides`` change the tiny configs as a recipe's ``model.tiny`` does."""
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; known: {SIZES}")
-    return build_tiny_components(seed, SD2_CONFIGS if size == "sd2" else None)
+    return build_tiny_components(seed, SD2_CONFIGS if size == "sd2" else tiny_overrides)
 
 
 def pick_device(name: str | None) -> torch.device:

@@ -8,12 +8,11 @@ shapes batch is made once and reused. Each
 precision asked for is a separate copy of the trainable parts with its own optimizer; they
 are timed in turn (A/B/A/B) and medians are reported.
 
-    python benchmarks/bench_train.py --threads 1                     # tiny, CPU
-    python benchmarks/bench_train.py --size sd2 --device cuda --precision fp32 bf16 fp16
+    python benchmarks/bench_train.py --recipe recipes/tiny-shapes.yaml --threads 1   # CPU
+    python benchmarks/bench_train.py --recipe recipes/sd2-cocostuff.yaml --precision fp32 bf16
 """
 
 import argparse
-import copy
 import json
 from pathlib import Path
 
@@ -35,31 +34,35 @@ from _common import (
 from segdiff import depth_coding
 from segdiff.data.shapes import generate_sample
 from segdiff.model.text import ClassEmbedder
-from segdiff.recipes import NoiseRecipe
+from segdiff.recipes import NoiseRecipe, load_recipe
 from segdiff.training.objective import Denoiser, diffusion_loss, encode_pair
 from segdiff.vocabularies import SHAPES_CLASSES
 
 
 class Trainer:
-    """segdiff's training step (the objective of ``segdiff.training``) at one precision,
-    with its own copy of the networks and its own AdamW.
+    """segdiff's training step (the objective of ``segdiff.training``) at one precision, on
+    its own ``components`` (it takes them over) with its own AdamW.
 
     Mixed precision is applied as ``segdiff train`` gets it from accelerate: frozen VAE and
     text encoder cast to the precision, the trainable UNet + CAM kept fp32 under autocast,
     and loss scaling for fp16."""
 
-    def __init__(self, components: dict, precision: str, device: torch.device, args):
+    def __init__(
+        self, components: dict, precision: str, device: torch.device, args: argparse.Namespace
+    ):
         dtype = DTYPES[precision]
-        self.vae = copy.deepcopy(components["vae"]).to(device, dtype=dtype)
-        text_encoder = copy.deepcopy(components["text_encoder"]).to(device, dtype=dtype)
-        self.embedder = ClassEmbedder(components["tokenizer"], text_encoder)
-        unet = copy.deepcopy(components["unet"]).train()
+        for name in ("vae", "text_encoder"):
+            components[name].requires_grad_(False).eval().to(device, dtype=dtype)
+        self.vae = components["vae"]
+        self.embedder = ClassEmbedder(components["tokenizer"], components["text_encoder"])
+        unet = components["unet"].train()
         if args.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-        self.denoiser = Denoiser(unet, copy.deepcopy(components["cam"]).train()).to(device)
+        self.denoiser = Denoiser(unet, components["cam"].train()).to(device)
         self.scheduler = components["scheduler"]
         self.optimizer = torch.optim.AdamW(self.denoiser.parameters(), lr=1e-5)
         self.generator = torch.Generator(device=device).manual_seed(0)
+        self.noise = args.noise
         self.autocast = {
             "device_type": device.type,
             "dtype": dtype,
@@ -79,7 +82,7 @@ class Trainer:
                 mask_latents,
                 embeddings,
                 self.generator,
-                NoiseRecipe(),
+                self.noise,
             )
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -115,23 +118,47 @@ def training_batch(size: int, resolution: int, device: torch.device, dtype: torc
     return to_unit_range(pixels), to_unit_range(masks), classes
 
 
+PRECISIONS = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
+"""A recipe's train.mixed_precision -> this script's precision name."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=SIZES, default="tiny")
+    parser.add_argument(
+        "--recipe", type=Path,
+        help="training recipe: model size, crop, batch, precision, gradient checkpointing and "
+        "noise come from it (the flags below override it)",
+    )  # fmt: skip
+    parser.add_argument("--size", choices=SIZES, help="without --recipe (default: tiny)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument(
-        "--precision", nargs="+", choices=list(DTYPES), default=["fp32"],
-        help="mixed precisions to compare (autocast; weights and optimizer stay fp32)",
+        "--precision", nargs="+", choices=list(DTYPES),
+        help="mixed precisions to compare (default: the recipe's, else fp32)",
     )  # fmt: skip
     parser.add_argument("--resolution", type=int, help="training crop side in pixels")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, help="samples per step (default: 4)")
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    args.resolution = args.resolution or DEFAULT_RESOLUTION[args.size]
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    if recipe is None:
+        args.size = args.size or "tiny"
+        args.tiny_overrides, args.noise = None, NoiseRecipe()
+        args.precision = args.precision or ["fp32"]
+        args.batch_size = args.batch_size or 4
+        args.resolution = args.resolution or DEFAULT_RESOLUTION[args.size]
+        return args
+    if args.size:
+        parser.error("--size comes from the recipe; give one or the other")
+    args.size = "sd2" if recipe.model.kind == "stable-diffusion" else "tiny"
+    args.tiny_overrides, args.noise = recipe.model.tiny, recipe.train.noise
+    args.precision = args.precision or [PRECISIONS[recipe.train.mixed_precision]]
+    args.batch_size = args.batch_size or recipe.train.batch_size
+    args.resolution = args.resolution or recipe.data.resolution
+    args.gradient_checkpointing |= recipe.train.gradient_checkpointing
     return args
 
 
@@ -140,10 +167,12 @@ def main(argv: list[str] | None = None) -> None:
     device = pick_device(args.device)
     set_threads(args.threads)
     torch.manual_seed(0)
-    components = build_components(args.size)
-    for name in ("vae", "text_encoder"):
-        components[name].eval().requires_grad_(False)
-    trainers = {p: Trainer(components, p, device, args) for p in args.precision}
+    trainers = {
+        precision: Trainer(
+            build_components(args.size, 0, args.tiny_overrides), precision, device, args
+        )
+        for precision in args.precision
+    }  # the same seed: the same weights for every precision
     pixels, masks, classes = training_batch(args.batch_size, args.resolution, device, torch.float32)
 
     for trainer in trainers.values():  # warm-up; allocates the optimizer state
@@ -157,12 +186,14 @@ def main(argv: list[str] | None = None) -> None:
         return run
 
     results = interleaved({p: runner(t) for p, t in trainers.items()}, args.rounds, device)
-    print(f"# bench_train --size {args.size}: random weights, segdiff.training.objective step")
+    source = f"recipe {args.recipe}" if args.recipe else f"--size {args.size}"
+    print(f"# bench_train, {source}: random weights, the step of segdiff.training.objective")
     print(
         f"machine: {machine_line(device)}\n"
         f"batch {args.batch_size} of {args.resolution}x{args.resolution}, {args.steps} steps "
         f"per round, {args.rounds} rounds, gradient checkpointing "
-        f"{'on' if args.gradient_checkpointing else 'off'}\n"
+        f"{'on' if args.gradient_checkpointing else 'off'}, multi-resolution noise "
+        f"{args.noise.multires_iterations} levels; plain AdamW (no 8-bit)\n"
     )
     header = ["precision", "s/step", "samples/s", "resident MiB", "peak MiB above resident"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))

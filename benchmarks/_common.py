@@ -26,8 +26,10 @@ from rich.progress import Progress
 
 from segdiff.model.tiny import build_tiny_components
 
-# Casting a model with .to(dtype) makes diffusers warn on every call; nothing to act on here.
+# Casting a model with .to(dtype) makes diffusers warn on every call, and loading draws
+# progress bars; neither is anything to act on here.
 diffusers_logging.set_verbosity_error()
+diffusers_logging.disable_progress_bar()
 
 SIZES = ("tiny", "sd2")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

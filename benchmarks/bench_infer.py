@@ -18,6 +18,7 @@ not from the original's decoding defects (DESIGN §10), which cost no time.
 import argparse
 import copy
 import json
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -209,12 +210,15 @@ def measure_speed(
     classes: list[str],
     rounds: int,
     device: torch.device,
-) -> dict[str, Measurement]:
-    """Seconds per image of every setting, A/B interleaved over ``rounds`` rounds."""
+) -> tuple[dict[str, Measurement], float]:
+    """Seconds per image of every setting, A/B interleaved over ``rounds`` rounds, and the
+    seconds the warm-up took (compilation included)."""
     # Warm-up (lazy initialisation, kernel choice, compilation) with one step: the tensor
     # shapes are those of the timed runs, at a fraction of the cost.
+    start = time.perf_counter()
     for setting in settings:
         predict(replace(setting, steps=1), images[0], classes, seed=0)
+    warmup = time.perf_counter() - start
 
     def runner(setting: Setting):
         def run(round_index: int) -> None:
@@ -227,7 +231,7 @@ def measure_speed(
     for measurement in results.values():
         measurement.seconds = [t / len(images) for t in measurement.seconds]
         measurement.cpu_seconds = [t / len(images) for t in measurement.cpu_seconds]
-    return results
+    return results, warmup
 
 
 def unet_batch_scaling(pipe: SegDiffPipeline, classes, args, device) -> tuple[float, float]:
@@ -352,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     classes = list(get_vocabulary(args.vocabulary).classes)
     images = test_images(args.images, args.image_size)
 
-    speed = measure_speed(settings, predict, images, classes, args.rounds, device)
+    speed, warmup = measure_speed(settings, predict, images, classes, args.rounds, device)
     per_sample = unet_batch_scaling(fast, classes, args, device)
     accuracy = measure_accuracy(settings, predict, args) if args.data else {}
     rows = [
@@ -372,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
         f"machine: {machine_line(device)}\n"
         f"segdiff: {args.dtype}{', channels-last' if args.channels_last else ''}"
         f"{', torch.compile' if args.compile else ''}, batch size {args.batch_size or 'auto'}; "
-        f"baseline: fp32\n"
+        f"baseline: fp32; warm-up of all settings {warmup:.1f} s\n"
         f"images: {args.images} of {width}x{height} per round, {args.rounds} rounds, "
         f"processing resolution {args.resolution}, {len(classes)} classes ({args.vocabulary}); "
         f"weights {parameter_mib(pipe.unet, pipe.vae, pipe.text_encoder):,.0f} MiB (fp32)\n"

@@ -52,7 +52,7 @@ from segdiff.vocabularies import get_vocabulary
 ORIGINAL_DEFAULT = (50, 10)
 """The original implementation's default: 50 DDIM steps ("leading") x 10 ensemble members."""
 
-FAST_PRESETS = {"fast-4x3": (4, 3), "fast-2x2": (2, 2), "fast-1x1": (1, 1)}
+FAST_PRESETS = {"fast-2x10": (2, 10), "fast-4x3": (4, 3), "fast-2x3": (2, 3), "fast-1x1": (1, 1)}
 """Candidate fast settings (steps, ensemble members), all with trailing spacing."""
 
 

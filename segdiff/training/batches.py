@@ -62,9 +62,9 @@ def sample_class_list(
         present = [present[i] for i in rng.choice(len(present), max_classes, replace=False)]
     present_set = set(present)
     absent = [name for name in vocabulary if name not in present_set]
-    room = min(max_negatives, max_classes - len(present), len(absent))
     low = 0 if present else 1
-    count = int(rng.integers(low, room + 1)) if room >= low else 0
+    room = max(low, min(max_negatives, max_classes - len(present), len(absent)))
+    count = int(rng.integers(low, room + 1))
     negatives = [absent[i] for i in rng.choice(len(absent), count, replace=False)]
     names = present + negatives
     return [names[i] for i in rng.permutation(len(names))]

@@ -19,6 +19,7 @@ Weights are safetensors. The optimizer state is a torch file, read back only wit
 temporary folder and renamed into place, so a run killed mid-save leaves no half checkpoint.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -153,6 +154,17 @@ def load_rng(folder: Path, rank: int, noise_generator: torch.Generator) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state(states["cuda"])
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes: processes of a run must agree on it exactly."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
+    return digest.hexdigest()
 
 
 def temporary_dir(final: Path) -> Path:

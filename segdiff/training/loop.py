@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from diffusers import AutoencoderKL
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -372,6 +373,9 @@ class Trainer:
             state.mkdir(parents=True)
         self.accelerator.wait_for_everyone()
         checkpoints.save_rng(state, self.accelerator.process_index, self.generator)
+        fingerprints = gather_object([checkpoints.weights_fingerprint(self.denoiser)])
+        if len(set(fingerprints)) > 1:
+            raise RuntimeError(f"processes hold different weights at step {self.step}")
         if self.is_main:
             raw = None
             if self.ema is not None:
@@ -388,6 +392,7 @@ class Trainer:
                 * self.accelerator.num_processes,
                 "num_processes": self.accelerator.num_processes,
                 "ema_step": self.ema.optimization_step if self.ema is not None else None,
+                "weights_sha256": fingerprints,
             }
             save_json(info, temporary / "checkpoint.json")
         self.accelerator.wait_for_everyone()

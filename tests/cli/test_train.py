@@ -1,0 +1,155 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from segdiff.cli import app
+from segdiff.cli.train import resolve_run
+from segdiff.errors import SegDiffInputError
+
+RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "tiny-shapes.yaml")
+FAST = [
+    "data.resolution=32",
+    "train.batch_size=4",
+    "train.steps=2",
+    "train.checkpoint_every=1",
+    "vae_pretrain.steps=1",
+    "vae_pretrain.batch_size=2",
+    "vae_pretrain.crop=16",
+    "validation.num_images=1",
+    "model.processing_resolution=32",
+    "model.tiny.unet.block_out_channels=[16, 32, 32]",
+    "model.tiny.unet.norm_num_groups=8",
+]
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shapes")
+    result = runner.invoke(
+        app,
+        [
+            "prepare",
+            "shapes",
+            "--out",
+            str(root),
+            "--train-size",
+            "8",
+            "--val-size",
+            "2",
+            "--size",
+            "32",
+            "--workers",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def assert_input_error(result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_bad_recipe_and_overrides_exit_2(tmp_path):
+    assert_input_error(runner.invoke(app, ["train", str(tmp_path / "nope.yaml")]), "not found")
+    assert_input_error(
+        runner.invoke(app, ["train", RECIPE, "optim.lrr=1"]), "unknown recipe key(s) optim.lrr"
+    )
+    assert_input_error(runner.invoke(app, ["train", RECIPE, "optim.lr"]), "KEY=VALUE")
+    assert_input_error(runner.invoke(app, ["train", RECIPE]), "no data.root")
+    assert_input_error(
+        runner.invoke(app, ["train", RECIPE, f"data.root={tmp_path}"]),
+        "not a prepared segdiff dataset",
+    )
+
+
+def test_resume_needs_a_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_input_error(
+        runner.invoke(app, ["train", RECIPE, "--resume", "latest"]), "no run of 'tiny-shapes'"
+    )
+    assert_input_error(
+        runner.invoke(app, ["train", RECIPE, "--resume", str(tmp_path)]), "not a checkpoint"
+    )
+
+
+def test_run_folders_are_numbered(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_run("r", None, None) == (Path("runs/train/r"), None)
+    Path("runs/train/r").mkdir(parents=True)
+    Path("runs/train/r-2").mkdir()
+    assert resolve_run("r", None, None) == (Path("runs/train/r-3"), None)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "recipe.yaml").write_text("{}")
+    with pytest.raises(SegDiffInputError, match="already holds a training run"):
+        resolve_run("r", tmp_path / "out", None)
+
+
+def test_train_then_resume_latest(shapes_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", RECIPE, f"data.root={shapes_root}", *FAST])
+    assert result.exit_code == 0, result.output
+    run = Path("runs/train/tiny-shapes")
+    assert (run / "model" / "model_index.json").is_file()
+    assert (run / "checkpoints" / "step-00000002").is_dir()
+
+    result = runner.invoke(
+        app,
+        ["train", RECIPE, f"data.root={shapes_root}", *FAST, "train.steps=3", "--resume", "latest"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Resuming from runs/train/tiny-shapes/checkpoints/step-00000002" in result.output
+    info = json.loads((run / "checkpoints" / "step-00000003" / "checkpoint.json").read_text())
+    assert info["step"] == 3
+    assert not Path("runs/train/tiny-shapes-2").exists()
+
+
+def test_two_cpu_processes_keep_identical_weights(shapes_root, tmp_path):
+    """accelerate launch, 2 processes over gloo: the same command, one run folder."""
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--cpu",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "segdiff",
+        "train",
+        RECIPE,
+        f"data.root={shapes_root}",
+        *FAST,
+        "train.batch_size=2",
+        "--output",
+        str(run),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for step in (1, 2):
+        info = json.loads(
+            (run / "checkpoints" / f"step-{step:08d}" / "checkpoint.json").read_text()
+        )
+        assert info["num_processes"] == 2
+        assert len(info["weights_sha256"]) == 2
+        assert info["weights_sha256"][0] == info["weights_sha256"][1]
+        assert info["samples_seen"] == step * 2 * 2
+        state = run / "checkpoints" / f"step-{step:08d}" / "training_state"
+        assert (state / "rng-0.safetensors").is_file() and (state / "rng-1.safetensors").is_file()
+    assert (run / "model" / "model_index.json").is_file()

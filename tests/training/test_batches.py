@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+
+from segdiff import depth_coding
+from segdiff.data.prepared import open_prepared
+from segdiff.training.batches import (
+    BatchOrder,
+    SampleSettings,
+    TrainingSamples,
+    collate,
+    sample_class_list,
+)
+
+VOCABULARY = ("background", "circle", "square", "triangle", "star", "ring", "cross")
+
+
+def settings(**changes) -> SampleSettings:
+    values = dict(
+        resolution=32,
+        crop=32,
+        scale=(1.0, 1.0),
+        hflip=False,
+        max_negatives=3,
+        max_classes=7,
+        seed=0,
+    )
+    return SampleSettings(**{**values, **changes})
+
+
+def test_class_list_keeps_present_classes_and_adds_negatives():
+    rng = np.random.default_rng(0)
+    lengths, first = set(), set()
+    for _ in range(200):
+        names = sample_class_list(["background", "star"], VOCABULARY, 3, 7, rng)
+        assert {"background", "star"} <= set(names)
+        assert len(set(names)) == len(names) <= 5
+        assert set(names) <= set(VOCABULARY)
+        lengths.add(len(names))
+        first.add(names[0])
+    assert lengths == {2, 3, 4, 5}  # 0..3 negatives
+    assert len(first) > 2  # the order is shuffled
+
+
+def test_class_list_limits():
+    rng = np.random.default_rng(0)
+    assert len(sample_class_list(list(VOCABULARY), VOCABULARY, 3, 4, rng)) == 4
+    assert len(sample_class_list([], VOCABULARY, 0, 7, rng)) == 1  # never empty
+
+
+def test_sample_mask_is_recoded_for_its_class_list(shapes_root):
+    split = open_prepared(shapes_root, "train")
+    samples = TrainingSamples(split, settings())
+    for index in range(len(samples)):
+        name = split.image_names[index]
+        truth = split.benchmark_labels(name)  # vocabulary ids
+        pixels, mask, classes = samples[(0, index)]
+        assert pixels.shape == mask.shape == (3, 32, 32)
+        assert float(pixels.min()) >= -1.0 and float(pixels.max()) <= 1.0
+        gray = np.rint((mask[0].numpy() + 1.0) * 127.5)
+        local = depth_coding.decode(gray, len(classes))
+        lut = np.array([VOCABULARY.index(c) for c in classes] + [255] * (256 - len(classes)))
+        np.testing.assert_array_equal(lut[local], truth)
+
+
+def test_samples_are_reproducible_and_augmented(shapes_root):
+    split = open_prepared(shapes_root, "train")
+    samples = TrainingSamples(split, settings(scale=(1.0, 2.0), hflip=True, crop=24))
+    a, b = samples[(3, 5)], samples[(3, 5)]
+    assert a[0].equal(b[0]) and a[1].equal(b[1]) and a[2] == b[2]
+    assert a[0].shape == (3, 24, 24)
+    other_epoch = samples[(4, 5)]
+    assert not other_epoch[0].equal(a[0]) or other_epoch[2] != a[2]
+    batch = collate([a, other_epoch])
+    assert batch.pixels.shape == (2, 3, 24, 24) and len(batch.classes) == 2
+
+
+def test_batch_order_shards_and_resumes():
+    ranks = [BatchOrder(20, 3, rank, 2, seed=1) for rank in range(2)]
+    streams = [iter(order) for order in ranks]
+    seen = []
+    for _ in range(3):  # one epoch: 20 // 6 = 3 global batches
+        batches = [next(stream) for stream in streams]
+        seen += [key for batch in batches for key in batch]
+    assert len(set(seen)) == 18 and {epoch for epoch, _ in seen} == {0}
+
+    full = iter(BatchOrder(20, 3, 0, 1, seed=1))
+    expected = [next(full) for _ in range(10)]
+    resumed = iter(BatchOrder(20, 3, 0, 1, seed=1, position=4))
+    assert [next(resumed) for _ in range(6)] == expected[4:]
+    assert expected[6][0][0] == 1  # 6 batches an epoch: the 7th starts epoch 1
+
+
+def test_batch_order_needs_one_batch():
+    from segdiff.errors import SegDiffInputError
+
+    with pytest.raises(SegDiffInputError, match="lower train.batch_size"):
+        BatchOrder(5, 4, 0, 2, seed=0)

@@ -1,0 +1,113 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from segdiff.model.pipeline import SegDiffPipeline
+from segdiff.training import checkpoints
+from segdiff.training.loop import TrainingDiverged, train
+from segdiff.training.objective import Denoiser
+
+
+def trained_weights(folder) -> dict[str, torch.Tensor]:
+    return {
+        **load_file(folder / "unet" / "diffusion_pytorch_model.safetensors"),
+        **load_file(folder / "cam" / "diffusion_pytorch_model.safetensors"),
+    }
+
+
+def test_run_folder_contract(fast_recipe, tmp_path):
+    run = tmp_path / "run"
+    model = train(fast_recipe(), run)
+    assert model == run / "model"
+    assert (run / "recipe.yaml").is_file()
+    for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
+        assert (run / "frozen" / name).is_dir()
+    # checkpoints at steps 2 and 4, both kept (limit 2)
+    names = [p.name for p in checkpoints.list_checkpoints(run)]
+    assert names == ["step-00000002", "step-00000004"]
+    last = run / "checkpoints" / "step-00000004"
+    for part in ("unet", "cam", "model_index.json", "training_state", "checkpoint.json"):
+        assert (last / part).exists(), part
+    info = json.loads((last / "checkpoint.json").read_text())
+    assert info["step"] == 4 and info["data_position"] == 4 and info["samples_seen"] == 16
+    assert info["epoch"] == 1  # 16 images, 4 a batch: steps 1-4 are epoch 0, position 4 is 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["mIoU"] <= 100.0 and metrics["images"] == 2
+    assert list((run / "logs").glob("events.out.tfevents.*"))
+    assert not list(run.rglob(".tmp-*"))
+    assert not list(run.rglob("*.bin")) and not list(run.rglob("*.pkl"))
+
+    pipe = SegDiffPipeline.from_pretrained(model)
+    assert pipe.config.default_processing_resolution == 32
+    assert pipe.vae.config.scaling_factor != 1.0  # set from the pre-trained VAE's latents
+    # the final model holds the last checkpoint's weights
+    final, ckpt = trained_weights(model), trained_weights(last)
+    assert all(torch.equal(final[k], ckpt[k]) for k in final)
+
+
+def test_checkpoint_pipeline_segments(fast_recipe, tmp_path):
+    run = tmp_path / "run"
+    train(fast_recipe(**{"train.checkpoint_limit": "1"}), run)
+    assert [p.name for p in checkpoints.list_checkpoints(run)] == ["step-00000004"]
+    pipe = checkpoints.load_checkpoint_pipeline(run / "checkpoints" / "step-00000004")
+    assert isinstance(pipe, SegDiffPipeline)
+    image = __import__("PIL.Image", fromlist=["Image"]).new("RGB", (40, 32), "red")
+    output = pipe(image, ["background", "circle"], num_inference_steps=1, ensemble_size=1)
+    assert output.labels[0].shape == (32, 40)
+
+
+def test_training_state_loads_without_unpickling(fast_recipe, tmp_path):
+    run = tmp_path / "run"
+    train(fast_recipe(**{"train.ema.enabled": "true", "train.ema.decay": "0.5"}), run)
+    state = run / "checkpoints" / "step-00000004" / "training_state"
+    optimizer = torch.load(state / "optimizer.pt", weights_only=True)
+    assert optimizer["state"]
+    assert (state / "rng-0.safetensors").is_file()
+    # with EMA, unet/ and cam/ hold the averaged weights and the raw ones are kept apart
+    raw = load_file(state / "trainable.safetensors")
+    averaged = trained_weights(run / "checkpoints" / "step-00000004")
+    key = "conv_in.weight"
+    assert not torch.equal(raw[f"unet.{key}"], averaged[key])
+
+
+def test_resumed_run_matches_an_uninterrupted_one(fast_recipe, tmp_path):
+    whole = tmp_path / "whole"
+    train(fast_recipe(**{"validation.num_images": "0"}), whole)
+
+    part = tmp_path / "part"
+    # "killed" after the step-2 checkpoint: a run of 2 steps, then resumed to 4
+    train(fast_recipe(**{"train.steps": "2", "validation.num_images": "0"}), part)
+    (part / "model").rename(part / "model-at-2")
+    train(
+        fast_recipe(**{"validation.num_images": "0"}),
+        part,
+        resume=part / "checkpoints" / "step-00000002",
+    )
+    a, b = trained_weights(whole / "model"), trained_weights(part / "model")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    first = trained_weights(part / "model-at-2")
+    assert not all(torch.equal(a[k], first[k]) for k in a)
+
+
+def test_gradient_accumulation_consumes_micro_batches(fast_recipe, tmp_path):
+    run = tmp_path / "run"
+    recipe = fast_recipe(
+        **{"train.gradient_accumulation": "2", "train.steps": "2", "validation.num_images": "0"}
+    )
+    train(recipe, run)
+    info = json.loads((run / "checkpoints" / "step-00000002" / "checkpoint.json").read_text())
+    assert info["data_position"] == 4
+
+
+def test_nan_loss_stops_with_a_clear_error(fast_recipe, tmp_path, monkeypatch):
+    def broken_forward(self, unet_input, timesteps, embeddings):
+        weight = self.cam.level_mlp[0].weight
+        return unet_input[:, 4:] * weight.sum() * float("nan")
+
+    monkeypatch.setattr(Denoiser, "forward", broken_forward)
+    with pytest.raises(TrainingDiverged, match="training diverged. Lower optim.lr"):
+        train(fast_recipe(), tmp_path / "run")
+    assert not checkpoints.list_checkpoints(tmp_path / "run")

@@ -20,6 +20,7 @@ from accelerate.utils import gather_object
 from diffusers import AutoencoderKL
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from diffusers.utils import logging as diffusers_logging
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -94,6 +95,7 @@ class Trainer:
         self.recipe = recipe
         self.run_dir = run_dir
         process_state()  # several CPU processes share gloo, as in eval
+        diffusers_logging.disable_progress_bar()  # no bar per saved weights file
         self.accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision)
         self.is_main = self.accelerator.is_main_process
         if recipe.data.root is None:
@@ -116,7 +118,9 @@ class Trainer:
         device, dtype = self.accelerator.device, WEIGHT_DTYPES[recipe.train.mixed_precision]
         self.frozen = {name: components[name] for name in checkpoints.FROZEN}
         for name in ("vae", "text_encoder"):
-            self.frozen[name].requires_grad_(False).eval().to(device, dtype=dtype)
+            self.frozen[name].requires_grad_(False).eval().to(device)
+            if dtype != torch.float32:  # frozen parts run in the mixed-precision dtype
+                self.frozen[name].to(dtype=dtype)
         self.embedder = ClassEmbedder(
             components["tokenizer"], components["text_encoder"], recipe.model.prompt_template
         )

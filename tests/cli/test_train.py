@@ -1,5 +1,6 @@
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -114,32 +115,18 @@ def test_train_then_resume_latest(shapes_root, tmp_path, monkeypatch):
 
 
 def test_two_cpu_processes_keep_identical_weights(shapes_root, tmp_path):
-    """accelerate launch, 2 processes over gloo: the same command, one run folder."""
+    """accelerate launch, 2 processes over gloo (no GPU here, so --multi_gpu falls back to
+    the CPU): the same command, one run folder, identical weights on both ranks."""
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "2",
-        "--cpu",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "segdiff",
-        "train",
-        RECIPE,
-        f"data.root={shapes_root}",
-        *FAST,
-        "train.batch_size=2",
-        "--output",
-        str(run),
-    ]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    launch += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    launch += ["--dynamo_backend", "no", "--main_process_port", str(port), "-m", "segdiff"]
+    train_args = ["train", RECIPE, f"data.root={shapes_root}", *FAST, "train.batch_size=2"]
+    command = [*launch, *train_args, "--output", str(run)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     for step in (1, 2):

@@ -54,7 +54,7 @@ def shapes_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fast_recipe(shapes_root):
     """``fast_recipe(**overrides)``: the tiny-shapes recipe shrunk to run in seconds."""
 

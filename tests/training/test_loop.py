@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from segdiff.model.pipeline import SegDiffPipeline
@@ -17,9 +18,16 @@ def trained_weights(folder) -> dict[str, torch.Tensor]:
     }
 
 
-def test_run_folder_contract(fast_recipe, tmp_path):
-    run = tmp_path / "run"
-    model = train(fast_recipe(), run)
+@pytest.fixture(scope="module")
+def basic_run(fast_recipe, tmp_path_factory):
+    """One fast run shared by the tests that only read its folder."""
+    run = tmp_path_factory.mktemp("basic") / "run"
+    train(fast_recipe(), run)
+    return run
+
+
+def test_run_folder_contract(basic_run):
+    run, model = basic_run, basic_run / "model"
     assert model == run / "model"
     assert (run / "recipe.yaml").is_file()
     for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
@@ -47,20 +55,30 @@ def test_run_folder_contract(fast_recipe, tmp_path):
     assert all(torch.equal(final[k], ckpt[k]) for k in final)
 
 
-def test_checkpoint_pipeline_segments(fast_recipe, tmp_path):
-    run = tmp_path / "run"
-    train(fast_recipe(**{"train.checkpoint_limit": "1"}), run)
-    assert [p.name for p in checkpoints.list_checkpoints(run)] == ["step-00000004"]
-    pipe = checkpoints.load_checkpoint_pipeline(run / "checkpoints" / "step-00000004")
+def test_checkpoint_pipeline_segments(basic_run):
+    pipe = checkpoints.load_checkpoint_pipeline(basic_run / "checkpoints" / "step-00000004")
     assert isinstance(pipe, SegDiffPipeline)
-    image = __import__("PIL.Image", fromlist=["Image"]).new("RGB", (40, 32), "red")
+    image = Image.new("RGB", (40, 32), "red")
     output = pipe(image, ["background", "circle"], num_inference_steps=1, ensemble_size=1)
     assert output.labels[0].shape == (32, 40)
 
 
-def test_training_state_loads_without_unpickling(fast_recipe, tmp_path):
+def test_ema_accumulation_and_checkpoint_limit(fast_recipe, tmp_path):
     run = tmp_path / "run"
-    train(fast_recipe(**{"train.ema.enabled": "true", "train.ema.decay": "0.5"}), run)
+    recipe = fast_recipe(
+        **{
+            "train.ema.enabled": "true",
+            "train.ema.decay": "0.5",
+            "train.gradient_accumulation": "2",
+            "train.checkpoint_limit": "1",
+            "validation.num_images": "0",
+        }
+    )
+    train(recipe, run)
+    assert [p.name for p in checkpoints.list_checkpoints(run)] == ["step-00000004"]
+    info = json.loads((run / "checkpoints" / "step-00000004" / "checkpoint.json").read_text())
+    assert info["data_position"] == 8  # 2 micro-batches per step
+    assert not (run / "metrics.json").exists()
     state = run / "checkpoints" / "step-00000004" / "training_state"
     optimizer = torch.load(state / "optimizer.pt", weights_only=True)
     assert optimizer["state"]
@@ -90,16 +108,6 @@ def test_resumed_run_matches_an_uninterrupted_one(fast_recipe, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     first = trained_weights(part / "model-at-2")
     assert not all(torch.equal(a[k], first[k]) for k in a)
-
-
-def test_gradient_accumulation_consumes_micro_batches(fast_recipe, tmp_path):
-    run = tmp_path / "run"
-    recipe = fast_recipe(
-        **{"train.gradient_accumulation": "2", "train.steps": "2", "validation.num_images": "0"}
-    )
-    train(recipe, run)
-    info = json.loads((run / "checkpoints" / "step-00000002" / "checkpoint.json").read_text())
-    assert info["data_position"] == 4
 
 
 def test_nan_loss_stops_with_a_clear_error(fast_recipe, tmp_path, monkeypatch):

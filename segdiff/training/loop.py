@@ -263,7 +263,7 @@ class Trainer:
 
     def run(self) -> Path:
         total = self.recipe.train.steps
-        every = self.recipe.train
+        settings = self.recipe.train
         validate_every = self.recipe.validation.every
         window: list[float] = []
         with _progress(disable=not self.is_main) as progress:
@@ -275,10 +275,10 @@ class Trainer:
                 self.step += 1
                 window.append(loss)
                 progress.update(task, completed=self.step, loss=loss)
-                if self.step % every.log_every == 0 or self.step == total:
+                if self.step % settings.log_every == 0 or self.step == total:
                     self._log_scalars(float(np.mean(window)))
                     window = []
-                if self.step % every.checkpoint_every == 0 or self.step == total:
+                if self.step % settings.checkpoint_every == 0 or self.step == total:
                     self._save_checkpoint()
                 if validate_every and self.step % validate_every == 0 and self.step < total:
                     self._validate()

@@ -170,7 +170,11 @@ def settings_to_run(args: argparse.Namespace, pipe: SegDiffPipeline) -> list[Set
     default = (pipe.config.default_denoising_steps, pipe.config.default_ensemble_size)
     rows = [Setting(f"baseline-{steps}x{members}", "baseline", steps, members), *equal]
     rows.append(Setting(f"segdiff-default-{default[0]}x{default[1]}", "segdiff", *default))
-    rows += [Setting(name, "segdiff", *preset) for name, preset in FAST_PRESETS.items()]
+    rows += [
+        Setting(name, "segdiff", *preset)
+        for name, preset in FAST_PRESETS.items()
+        if preset != default
+    ]
     return rows
 
 

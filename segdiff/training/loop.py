@@ -90,6 +90,20 @@ def pipeline_settings(recipe: Recipe) -> dict[str, Any]:
     }
 
 
+def learning_rate_schedule(
+    optimizer: torch.optim.Optimizer, recipe: Recipe
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up over ``optim.warmup_steps``, then the recipe's schedule."""
+    schedule = recipe.optim.schedule
+    # diffusers' "constant" ignores the warm-up; its "constant_with_warmup" honours it.
+    return get_scheduler(
+        "constant_with_warmup" if schedule == "constant" else schedule,
+        optimizer,
+        num_warmup_steps=recipe.optim.warmup_steps,
+        num_training_steps=recipe.train.steps,
+    )
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, run_dir: Path, resume: Path | None):
         self.recipe = recipe
@@ -130,12 +144,7 @@ class Trainer:
         denoiser = Denoiser(unet, components["cam"].train()).to(device)
         self.denoiser = denoiser
         optimizer = self._optimizer(denoiser)
-        self.lr_scheduler = get_scheduler(
-            recipe.optim.schedule,
-            optimizer,
-            num_warmup_steps=recipe.optim.warmup_steps,
-            num_training_steps=recipe.train.steps,
-        )
+        self.lr_scheduler = learning_rate_schedule(optimizer, recipe)
         self.ema = (
             EMAModel(denoiser.parameters(), decay=recipe.train.ema.decay)
             if recipe.train.ema.enabled

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from segdiff.model.pipeline import SegDiffPipeline
 from segdiff.training import checkpoints
-from segdiff.training.loop import TrainingDiverged, train
+from segdiff.training.loop import TrainingDiverged, learning_rate_schedule, train
 from segdiff.training.objective import Denoiser
 
 
@@ -119,3 +119,21 @@ def test_nan_loss_stops_with_a_clear_error(fast_recipe, tmp_path, monkeypatch):
     with pytest.raises(TrainingDiverged, match="training diverged. Lower optim.lr"):
         train(fast_recipe(), tmp_path / "run")
     assert not checkpoints.list_checkpoints(tmp_path / "run")
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_every_schedule_warms_up_then_follows_its_shape(fast_recipe, schedule):
+    overrides = {"optim.schedule": schedule, "optim.warmup_steps": "4", "train.steps": "12"}
+    recipe = fast_recipe(**overrides)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=recipe.optim.lr)
+    lr_schedule = learning_rate_schedule(optimizer, recipe)
+    rates = []
+    for _ in range(12):
+        rates.append(lr_schedule.get_last_lr()[0] / recipe.optim.lr)
+        optimizer.step()
+        lr_schedule.step()
+    assert rates[:5] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+    if schedule == "constant":
+        assert rates[4:] == pytest.approx([1.0] * 8)
+    else:
+        assert all(a > b for a, b in zip(rates[4:], rates[5:], strict=False))

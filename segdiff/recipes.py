@@ -69,7 +69,13 @@ class DataRecipe:
     hflip: bool = True
     max_negatives: int = 5
     """Up to this many absent vocabulary classes join each sample's class list."""
+    min_negatives: int = 0
+    """At least this many (as room under max_classes allows)."""
     max_classes: int = 32
+    drop_present: float = 0.0
+    """Probability that a class present in the crop is left out of its list, its pixels
+    coded "none": teaches the model to leave pixels of unlisted classes empty, which the
+    chunked decoding of large vocabularies relies on."""
     workers: int = 0
     """DataLoader worker processes (0 loads in the training process)."""
 
@@ -326,6 +332,7 @@ def _check_values(recipe: Recipe) -> None:
         "vae_pretrain.steps": recipe.vae_pretrain.steps,
         "vae_pretrain.crop": recipe.vae_pretrain.crop,
         "data.max_negatives": recipe.data.max_negatives,
+        "data.min_negatives": recipe.data.min_negatives,
         "data.workers": recipe.data.workers,
         "optim.warmup_steps": recipe.optim.warmup_steps,
         "validation.every": recipe.validation.every,
@@ -339,6 +346,10 @@ def _check_values(recipe: Recipe) -> None:
     ]
     if recipe.data.resolution < 8 or recipe.data.resolution % 8:
         problems.append(f"data.resolution must be a multiple of 8, got {recipe.data.resolution}")
+    if recipe.data.min_negatives > recipe.data.max_negatives:
+        problems.append("data.min_negatives must not exceed data.max_negatives")
+    if not 0.0 <= recipe.data.drop_present < 1.0:
+        problems.append(f"data.drop_present must be in [0, 1), got {recipe.data.drop_present}")
     scale = recipe.data.scale
     if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
         problems.append(f"data.scale must be [min, max] with 0 < min <= max, got {scale}")

@@ -79,6 +79,8 @@ def test_overrides_are_yaml_scalars(tmp_path):
         ({"model.tiny.clip.x": "1"}, "model.tiny has unknown components"),
         ({"model.prompt_template": "a photo"}, "'{}' slot"),
         ({"optim.lr.x": "1"}, "holds a value, not a section"),
+        ({"data.drop_present": "1.0"}, "data.drop_present must be in [0, 1)"),
+        ({"data.min_negatives": "9"}, "data.min_negatives must not exceed"),
     ],
 )
 def test_bad_values_are_clear_input_errors(overrides, message):

@@ -24,6 +24,16 @@ from segdiff.imageio import load_rgb
 
 
 @dataclass(frozen=True)
+class ClassListSettings:
+    """How each sample's class list is drawn (see `sample_class_list`)."""
+
+    max_classes: int
+    max_negatives: int
+    min_negatives: int = 0
+    drop_present: float = 0.0
+
+
+@dataclass(frozen=True)
 class SampleSettings:
     resolution: int
     """Scale reference: at scale 1 the short image side is this long."""
@@ -31,8 +41,7 @@ class SampleSettings:
     """Side of the square crop (the VAE pre-trains on crops smaller than the resolution)."""
     scale: tuple[float, float]
     hflip: bool
-    max_negatives: int
-    max_classes: int
+    class_lists: "ClassListSettings"
     seed: int
 
 
@@ -52,21 +61,25 @@ class Batch:
 def sample_class_list(
     present: list[str],
     vocabulary: tuple[str, ...],
-    max_negatives: int,
-    max_classes: int,
+    settings: ClassListSettings,
     rng: np.random.Generator,
 ) -> list[str]:
-    """Present classes (at most max_classes, a random subset beyond) plus 0..max_negatives
-    absent ones, shuffled. An empty crop still gets one class, so the list is never empty."""
-    if len(present) > max_classes:
-        present = [present[i] for i in rng.choice(len(present), max_classes, replace=False)]
-    present_set = set(present)
-    absent = [name for name in vocabulary if name not in present_set]
-    low = 0 if present else 1
-    room = max(low, min(max_negatives, max_classes - len(present), len(absent)))
+    """The class list of one sample, shuffled: the present classes, each left out with
+    probability ``drop_present`` (its pixels become "none") and at most ``max_classes`` of them
+    (a random subset beyond), plus ``min_negatives..max_negatives`` absent vocabulary classes
+    as room allows. A list is never empty: with nothing else in it, it gets one negative."""
+    kept = [name for name in present if rng.random() >= settings.drop_present]
+    if len(kept) > settings.max_classes:
+        kept = [kept[i] for i in rng.choice(len(kept), settings.max_classes, replace=False)]
+    kept_set = set(kept)
+    absent = [name for name in vocabulary if name not in kept_set]
+    room = min(settings.max_negatives, settings.max_classes - len(kept), len(absent))
+    if not kept:
+        room = max(room, 1)
+    low = min(max(settings.min_negatives, 0 if kept else 1), room)
     count = int(rng.integers(low, room + 1))
     negatives = [absent[i] for i in rng.choice(len(absent), count, replace=False)]
-    names = present + negatives
+    names = kept + negatives
     return [names[i] for i in rng.permutation(len(names))]
 
 
@@ -105,11 +118,7 @@ class TrainingSamples(torch.utils.data.Dataset):
 
         present_ids = [int(k) for k in np.unique(labels) if k != depth_coding.NONE_LABEL]
         classes = sample_class_list(
-            [listed[k] for k in present_ids],
-            self.split.vocabulary,
-            s.max_negatives,
-            s.max_classes,
-            rng,
+            [listed[k] for k in present_ids], self.split.vocabulary, s.class_lists, rng
         )
         position = {name: k for k, name in enumerate(classes)}
         lut = np.full(256, depth_coding.NONE_LABEL, dtype=np.uint8)

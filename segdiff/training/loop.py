@@ -47,6 +47,7 @@ from segdiff.training import checkpoints
 from segdiff.training.batches import (
     Batch,
     BatchOrder,
+    ClassListSettings,
     SampleSettings,
     TrainingSamples,
     collate,
@@ -170,8 +171,12 @@ class Trainer:
             crop=crop or data.resolution,
             scale=(data.scale[0], data.scale[1]),
             hflip=data.hflip,
-            max_negatives=data.max_negatives,
-            max_classes=data.max_classes,
+            class_lists=ClassListSettings(
+                max_classes=data.max_classes,
+                max_negatives=data.max_negatives,
+                min_negatives=data.min_negatives,
+                drop_present=data.drop_present,
+            ),
             seed=self.recipe.seed,
         )
 

@@ -5,6 +5,7 @@ from segdiff import depth_coding
 from segdiff.data.prepared import open_prepared
 from segdiff.training.batches import (
     BatchOrder,
+    ClassListSettings,
     SampleSettings,
     TrainingSamples,
     collate,
@@ -20,36 +21,56 @@ def settings(**changes) -> SampleSettings:
         crop=32,
         scale=(1.0, 1.0),
         hflip=False,
-        max_negatives=3,
-        max_classes=7,
+        class_lists=ClassListSettings(max_classes=7, max_negatives=3),
         seed=0,
     )
     return SampleSettings(**{**values, **changes})
 
 
-def test_class_list_keeps_present_classes_and_adds_negatives():
+def draw_lists(present: list[str], count: int = 300, **settings) -> list[list[str]]:
     rng = np.random.default_rng(0)
-    lengths, first = set(), set()
-    for _ in range(200):
-        names = sample_class_list(["background", "star"], VOCABULARY, 3, 7, rng)
+    lists = ClassListSettings(**{"max_classes": 7, "max_negatives": 3, **settings})
+    return [sample_class_list(present, VOCABULARY, lists, rng) for _ in range(count)]
+
+
+def test_class_list_keeps_present_classes_and_adds_negatives():
+    lists = draw_lists(["background", "star"])
+    for names in lists:
         assert {"background", "star"} <= set(names)
         assert len(set(names)) == len(names) <= 5
         assert set(names) <= set(VOCABULARY)
-        lengths.add(len(names))
-        first.add(names[0])
-    assert lengths == {2, 3, 4, 5}  # 0..3 negatives
-    assert len(first) > 2  # the order is shuffled
+    assert {len(names) for names in lists} == {2, 3, 4, 5}  # 0..3 negatives
+    assert len({names[0] for names in lists}) > 2  # the order is shuffled
 
 
 def test_class_list_limits():
-    rng = np.random.default_rng(0)
-    assert len(sample_class_list(list(VOCABULARY), VOCABULARY, 3, 4, rng)) == 4
-    assert len(sample_class_list([], VOCABULARY, 0, 7, rng)) == 1  # never empty
+    assert {len(n) for n in draw_lists(list(VOCABULARY), max_classes=4)} == {4}
+    assert {len(n) for n in draw_lists([], max_negatives=0)} == {1}  # never empty
+    # min_negatives fills the list up to max_classes when the vocabulary allows
+    assert {len(n) for n in draw_lists(["star"], max_negatives=6, min_negatives=6)} == {7}
+    assert {len(n) for n in draw_lists(["star"], max_negatives=6, min_negatives=2)} == {
+        3, 4, 5, 6, 7
+    }  # fmt: skip
 
 
-def test_sample_mask_is_recoded_for_its_class_list(shapes_root):
+def test_dropped_present_classes_leave_the_list():
+    present = ["background", "circle", "star"]
+    lists = draw_lists(present, count=2000, drop_present=0.25, max_negatives=0)
+    kept = np.mean([len(set(present) & set(names)) for names in lists])
+    assert kept == pytest.approx(3 * 0.75, abs=0.1)
+    assert all(names for names in lists)
+    # with nothing kept, the list is one negative: the whole crop is "none"
+    assert any(not set(present) & set(names) and len(names) == 1 for names in lists)
+    assert draw_lists(present, count=50) == draw_lists(present, count=50, drop_present=0.0)
+
+
+@pytest.mark.parametrize("drop_present", [0.0, 0.5])
+def test_sample_mask_is_recoded_for_its_class_list(shapes_root, drop_present):
+    """Every pixel decodes to its true class, or to none where that class left the list."""
     split = open_prepared(shapes_root, "train")
-    samples = TrainingSamples(split, settings())
+    lists = ClassListSettings(max_classes=7, max_negatives=3, drop_present=drop_present)
+    samples = TrainingSamples(split, settings(class_lists=lists))
+    unlisted = 0
     for index in range(len(samples)):
         name = split.image_names[index]
         truth = split.benchmark_labels(name)  # vocabulary ids
@@ -59,7 +80,10 @@ def test_sample_mask_is_recoded_for_its_class_list(shapes_root):
         gray = np.rint((mask[0].numpy() + 1.0) * 127.5)
         local = depth_coding.decode(gray, len(classes))
         lut = np.array([VOCABULARY.index(c) for c in classes] + [255] * (256 - len(classes)))
-        np.testing.assert_array_equal(lut[local], truth)
+        listed = np.isin(truth, [VOCABULARY.index(c) for c in classes])
+        np.testing.assert_array_equal(lut[local], np.where(listed, truth, 255))
+        unlisted += int((~listed).sum())
+    assert (unlisted > 0) == (drop_present > 0)
 
 
 def test_samples_are_reproducible_and_augmented(shapes_root):

@@ -41,6 +41,7 @@ from _common import (
 from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 from segdiff import depth_coding
 from segdiff.data.shapes import generate_sample
@@ -238,13 +239,28 @@ def measure_speed(
     return results, warmup
 
 
-def unet_batch_scaling(pipe: SegDiffPipeline, classes, args, device) -> tuple[float, float]:
-    """UNet forward seconds per sample at batch 1 and at batch = ensemble size (medians)."""
+@dataclass
+class UnetSpeed:
+    seconds_per_sample_batch_1: float
+    seconds_per_sample_batch_e: float
+    flops_per_sample: float
+    """Floating-point operations of one UNet forward (a multiply-add counts 2)."""
+
+    @property
+    def achieved_tflops(self) -> float:
+        return self.flops_per_sample / self.seconds_per_sample_batch_e / 1e12
+
+
+def unet_speed(pipe: SegDiffPipeline, classes, args, device) -> UnetSpeed:
+    """UNet forward seconds per sample at batch 1 and at batch = ensemble size (medians), and
+    its FLOPs per sample as torch's FlopCounterMode counts them (matmuls, convolutions and
+    attention)."""
     height = width = args.resolution // 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     batch = args.ensemble
     channels = pipe.unet.config.in_channels
     sample = torch.randn(batch, channels, height, width, device=device, dtype=pipe.unet.dtype)
-    context, mask = pipe.cam([pipe.class_embedder(classes)] * batch)
+    with torch.no_grad():  # FlopCounterMode's module tracker rejects inputs with gradients
+        context, mask = pipe.cam([pipe.class_embedder(classes)] * batch)
     timestep = torch.tensor(500, device=device)
 
     def forward(size: int):
@@ -258,9 +274,14 @@ def unet_batch_scaling(pipe: SegDiffPipeline, classes, args, device) -> tuple[fl
 
         return run
 
-    forward(batch)(0)
+    with FlopCounterMode(display=False) as counter:
+        forward(batch)(0)
     results = interleaved({"1": forward(1), "E": forward(batch)}, args.rounds, device)
-    return results["1"].median_seconds / batch, results["E"].median_seconds / batch
+    return UnetSpeed(
+        results["1"].median_seconds / batch,
+        results["E"].median_seconds / batch,
+        counter.get_total_flops() / batch,
+    )
 
 
 def measure_accuracy(
@@ -287,6 +308,12 @@ def measure_accuracy(
         result = evaluate(benchmark, prepared, labels_of, limit=args.limit, max_samples=0)
         scores[setting.name] = result.metrics.miou
     return scores
+
+
+def peak_fraction(unet: UnetSpeed, peak_tflops: float | None) -> str:
+    if not peak_tflops:
+        return ""
+    return f" = {100 * unet.achieved_tflops / peak_tflops:.1f}% of {peak_tflops:g} TFLOP/s peak"
 
 
 def render_table(rows: list[Row]) -> str:
@@ -339,6 +366,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=40, help="images scored per setting")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--peak-tflops", type=float,
+        help="the device's dense peak for --dtype (e.g. 989 for an H100 SXM in bf16): the UNet's "
+        "share of it is printed",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.resolution = args.resolution or DEFAULT_RESOLUTION[args.size]
     if args.image_size is None:
@@ -361,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     images = test_images(args.images, args.image_size)
 
     speed, warmup = measure_speed(settings, predict, images, classes, args.rounds, device)
-    per_sample = unet_batch_scaling(fast, classes, args, device)
+    unet = unet_speed(fast, classes, args, device)
     accuracy = measure_accuracy(settings, predict, args) if args.data else {}
     rows = [
         Row(
@@ -384,8 +416,10 @@ def main(argv: list[str] | None = None) -> None:
         f"images: {args.images} of {width}x{height} per round, {args.rounds} rounds, "
         f"processing resolution {args.resolution}, {len(classes)} classes ({args.vocabulary}); "
         f"weights {parameter_mib(pipe.unet, pipe.vae, pipe.text_encoder):,.0f} MiB (fp32)\n"
-        f"UNet forward, s/sample: batch 1 {per_sample[0]:.4f}, "
-        f"batch {args.ensemble} {per_sample[1]:.4f}\n"
+        f"UNet forward, s/sample: batch 1 {unet.seconds_per_sample_batch_1:.4f}, "
+        f"batch {args.ensemble} {unet.seconds_per_sample_batch_e:.4f}; "
+        f"{unet.flops_per_sample / 1e9:.2f} GFLOP/sample, {unet.achieved_tflops:.3f} TFLOP/s "
+        f"at batch {args.ensemble}{peak_fraction(unet, args.peak_tflops)}\n"
     )
     if accuracy:
         print(f"mIoU: first {args.limit} images of {args.data} ({args.split})\n")
@@ -394,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
         payload = {
             "args": {k: str(v) for k, v in vars(args).items()},
             "machine": machine_line(device),
-            "unet_seconds_per_sample": {"batch_1": per_sample[0], "batch_E": per_sample[1]},
+            "unet": {**asdict(unet), "achieved_tflops": unet.achieved_tflops},
             "rows": [asdict(row) for row in rows],
             "seconds_per_image_all": {name: m.seconds for name, m in speed.items()},
         }

@@ -49,12 +49,17 @@ def test_bench_infer_compares_baseline_and_segdiff_with_accuracy(
         *("--model", str(tiny_model_dir), "--resolution", "32", "--image-size", "32x24"),
         *("--steps", "1", "--ensemble", "2", "--images", "1"),
         *("--data", str(shapes_val), "--limit", "1", "--json", str(report)),
+        *("--peak-tflops", "1.0"),
     )
-    rows = json.loads(report.read_text())["rows"]
+    payload = json.loads(report.read_text())
+    rows = payload["rows"]
     assert [row["setting"]["method"] for row in rows] == ["baseline", "segdiff"]
     assert all(row["seconds_per_image"] > 0 for row in rows)
     assert all(0 <= row["miou"] <= 100 for row in rows)
     assert "| baseline-1x2 |" in stdout and "| segdiff-1x2 |" in stdout
+    # the tiny UNet at 16x16 latents does a few MFLOPs per sample, well under a GFLOP
+    assert 1e6 < payload["unet"]["flops_per_sample"] < 1e9
+    assert "% of 1 TFLOP/s peak" in stdout
 
 
 def test_bench_train_reports_each_precision(tmp_path):

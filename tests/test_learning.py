@@ -59,7 +59,7 @@ def run(*args: str) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get(LEARNING_OPT_IN) != "1",
-    reason="the tiny-shapes recipe does not reach mIoU 50 yet (about 16 after 2,500 steps; "
+    reason="the tiny-shapes recipe does not reach mIoU 50 yet (16 after its 2,000 steps, 11 min; "
     f"issue 5 is open), so CI does not spend 15 minutes on it; set {LEARNING_OPT_IN}=1 to run",
 )
 def test_tiny_recipe_learns_shapes(tmp_path):

@@ -41,7 +41,7 @@ class SampleSettings:
     """Side of the square crop (the VAE pre-trains on crops smaller than the resolution)."""
     scale: tuple[float, float]
     hflip: bool
-    class_lists: "ClassListSettings"
+    class_lists: ClassListSettings
     seed: int
 
 

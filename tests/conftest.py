@@ -1,6 +1,8 @@
-"""Shared fixtures: tiny models built from configs; nothing is ever downloaded."""
+"""Shared fixtures: tiny models built from configs, a tiny prepared shapes dataset; nothing
+is ever downloaded."""
 
 import os
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -63,3 +65,32 @@ def write_prepared():
         return root
 
     return write
+
+
+@pytest.fixture(scope="session")
+def shapes_root(tmp_path_factory) -> Path:
+    """16 train and 4 val shapes images of 32 px, made by `segdiff prepare`."""
+    from typer.testing import CliRunner
+
+    from segdiff.cli import app
+
+    root = tmp_path_factory.mktemp("shapes")
+    result = CliRunner().invoke(
+        app,
+        [
+            "prepare",
+            "shapes",
+            "--out",
+            str(root),
+            "--train-size",
+            "16",
+            "--val-size",
+            "4",
+            "--size",
+            "32",
+            "--workers",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return root

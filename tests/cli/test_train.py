@@ -30,30 +30,6 @@ FAST = [
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("shapes")
-    result = runner.invoke(
-        app,
-        [
-            "prepare",
-            "shapes",
-            "--out",
-            str(root),
-            "--train-size",
-            "8",
-            "--val-size",
-            "2",
-            "--size",
-            "32",
-            "--workers",
-            "1",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    return root
-
-
 def assert_input_error(result, message: str) -> None:
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())

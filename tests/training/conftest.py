@@ -1,11 +1,9 @@
-"""Fixtures of the training tests: a tiny prepared shapes dataset and a fast tiny recipe."""
+"""Fixtures of the training tests: a fast tiny recipe on the shared shapes dataset."""
 
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from segdiff.cli import app
 from segdiff.recipes import Recipe, load_recipe
 
 TINY_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tiny-shapes.yaml"
@@ -27,31 +25,6 @@ FAST = {
     "model.tiny.unet.norm_num_groups": "8",
     "model.tiny.unet.attention_head_dim": "4",
 }
-
-
-@pytest.fixture(scope="session")
-def shapes_root(tmp_path_factory) -> Path:
-    """16 train and 4 val shapes images of 32 px, made by `segdiff prepare`."""
-    root = tmp_path_factory.mktemp("shapes")
-    result = CliRunner().invoke(
-        app,
-        [
-            "prepare",
-            "shapes",
-            "--out",
-            str(root),
-            "--train-size",
-            "16",
-            "--val-size",
-            "4",
-            "--size",
-            "32",
-            "--workers",
-            "1",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    return root
 
 
 @pytest.fixture(scope="session")

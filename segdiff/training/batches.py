@@ -73,10 +73,9 @@ def sample_class_list(
         kept = [kept[i] for i in rng.choice(len(kept), settings.max_classes, replace=False)]
     kept_set = set(kept)
     absent = [name for name in vocabulary if name not in kept_set]
-    room = min(settings.max_negatives, settings.max_classes - len(kept), len(absent))
-    if not kept:
-        room = max(room, 1)
-    low = min(max(settings.min_negatives, 0 if kept else 1), room)
+    floor = 0 if kept else 1  # an empty list gets one negative
+    room = max(floor, min(settings.max_negatives, settings.max_classes - len(kept), len(absent)))
+    low = min(max(settings.min_negatives, floor), room)
     count = int(rng.integers(low, room + 1))
     negatives = [absent[i] for i in rng.choice(len(absent), count, replace=False)]
     names = kept + negatives

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from segdiff.data.prepared import open_prepared
+from segdiff.depth_coding import NONE_LABEL
 from segdiff.evaluation.benchmarks import get_benchmark
 from segdiff.evaluation.evaluate import evaluate
 from segdiff.evaluation.predictors import from_predictor
@@ -62,7 +63,7 @@ def main() -> None:
             output = pipe(image, class_list, generator=torch.Generator().manual_seed(args.seed))
             labels = output.labels[0].astype(np.int64)
             # Distractors (and none) are not benchmark classes: scored as misses.
-            return np.where(labels < len(own), labels, 255).astype(np.uint8)
+            return np.where(labels < len(own), labels, NONE_LABEL).astype(np.uint8)
 
         return predict
 

@@ -1,22 +1,65 @@
-"""Depth coding: class indices <-> gray levels (DESIGN §2).
+"""Depth coding and label values: the one owner of how classes are stored (docs/depth-coding.md).
 
 A mask is always paired with an ordered class list of K names. Class k is drawn at gray
 level ``round(255 * (k + 1) / K)``; gray 0 means "none of the listed classes". Levels are
 absolute, so a prediction is decoded by snapping to the nearest level, never by
-normalising the image first. Everything else in segdiff calls this module.
+normalising the image first.
+
+Label maps hold class indices. A map of up to 255 classes is uint8 with NONE_LABEL (255)
+for "none"; a larger one is uint16 with WIDE_NONE_LABEL (65535). Ground truth in vocabulary
+ids is always uint16, with IGNORE (65535) for pixels that are not scored. Everything else in
+segdiff calls this module rather than writing these values itself.
 """
+
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 
 MAX_CLASSES = 255
+"""Classes one mask (and one uint8 label map) can hold."""
 NONE_LABEL = 255
-"""Label value for "none of the listed classes" in label maps (gray 0 in masks)."""
+"""Label value for "none of the listed classes" in uint8 label maps (gray 0 in masks)."""
+WIDE_NONE_LABEL = 65535
+"""The same in uint16 label maps, for class lists longer than MAX_CLASSES."""
+IGNORE = 65535
+"""Vocabulary id of pixels that are not scored, in uint16 ground-truth maps."""
 
 
 def check_num_classes(num_classes: int) -> None:
     if not 1 <= num_classes <= MAX_CLASSES:
         raise ValueError(f"a class list holds 1 to {MAX_CLASSES} classes, got {num_classes}")
+
+
+def label_dtype(num_classes: int) -> np.dtype:
+    """The dtype of a label map over ``num_classes`` classes: uint8 up to 255, else uint16."""
+    return np.dtype(np.uint8 if num_classes <= MAX_CLASSES else np.uint16)
+
+
+def none_label(dtype: np.dtype | type) -> int:
+    """The "none" value of a label map of this dtype (uint8: 255, wider: 65535)."""
+    return NONE_LABEL if np.dtype(dtype) == np.uint8 else WIDE_NONE_LABEL
+
+
+def recode(
+    labels: np.ndarray,
+    new_index: Mapping[int, int],
+    num_classes: int,
+    dtype: np.dtype | type | None = None,
+) -> np.ndarray:
+    """Re-code a label map for another class list: label k becomes ``new_index[k]``.
+
+    Labels missing from ``new_index`` and "none" pixels become the new map's "none". The
+    result has ``label_dtype(num_classes)`` unless ``dtype`` says otherwise (its "none" is
+    then ``none_label(dtype)``). ``labels`` are uint8 or uint16, "none" being their
+    ``none_label``.
+    """
+    dtype = np.dtype(dtype or label_dtype(num_classes))
+    labels = np.asarray(labels)
+    lut = np.full(none_label(labels.dtype) + 1, none_label(dtype), dtype=dtype)
+    for old, new in new_index.items():
+        lut[old] = new
+    return lut[labels]
 
 
 def gray_levels(num_classes: int) -> np.ndarray:
@@ -33,7 +76,7 @@ def encode(labels: np.ndarray, num_classes: int) -> np.ndarray:
     valid = labels != NONE_LABEL
     if valid.any() and (labels[valid].min() < 0 or labels[valid].max() >= num_classes):
         raise ValueError(f"labels must be in 0..{num_classes - 1} or {NONE_LABEL}")
-    lut = np.zeros(256, dtype=np.uint8)
+    lut = np.zeros(NONE_LABEL + 1, dtype=np.uint8)
     lut[:num_classes] = levels
     return lut[labels.astype(np.int64) & 0xFF] * valid.astype(np.uint8)
 

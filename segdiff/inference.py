@@ -28,7 +28,8 @@ def resolve_classes(value: str) -> list[str]:
     if len(names) > MAX_CLASSES:
         raise SegDiffInputError(
             f"{len(names)} classes given; label PNGs hold at most {MAX_CLASSES} classes "
-            "(value 255 means none). Split the list, or use 'segdiff eval' for large benchmarks."
+            f"(value {NONE_LABEL} means none). Split the list, or use 'segdiff eval' for large "
+            "benchmarks."
         )
     return names
 

@@ -76,7 +76,7 @@ def _region_anchors(region: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _with_legend(canvas: Image.Image, labels: np.ndarray, classes: list[str]) -> Image.Image:
-    counts = np.bincount(labels.ravel(), minlength=256)
+    counts = np.bincount(labels.ravel(), minlength=NONE_LABEL + 1)
     rows = [(k, name, counts[k] / labels.size) for k, name in enumerate(classes) if counts[k]]
     if counts[NONE_LABEL]:
         rows.append((NONE_LABEL, "(none)", counts[NONE_LABEL] / labels.size))

@@ -49,15 +49,15 @@ def write_prepared():
     255 = ignore) and random RGB images of the same size."""
     import numpy as np
 
-    from segdiff.data.prepared import IGNORE_ID
     from segdiff.data.writer import Converted, Job, PreparedWriter
+    from segdiff.depth_coding import IGNORE
 
     def write(root, benchmark, vocabulary, labels):
         rng = np.random.default_rng(0)
         jobs = []
         for image_id, ids in labels.items():
             ids = np.asarray(ids).astype(np.uint16)
-            ids[ids == 255] = IGNORE_ID
+            ids[ids == 255] = IGNORE
             pixels = rng.integers(0, 256, (*ids.shape, 3), dtype=np.uint8)
             sample = Converted(labels=ids, image=pixels)
             jobs.append(Job(name=image_id, convert=lambda sample=sample: sample))

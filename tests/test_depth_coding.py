@@ -53,3 +53,27 @@ def test_class_count_outside_1_to_255_is_rejected(bad):
 def test_labels_outside_the_list_are_rejected():
     with pytest.raises(ValueError, match="0..2"):
         depth_coding.encode(np.array([[0, 3]]), 3)
+
+
+def test_label_maps_widen_past_255_classes():
+    assert depth_coding.label_dtype(255) == np.uint8 and depth_coding.label_dtype(256) == np.uint16
+    assert depth_coding.none_label(np.uint8) == depth_coding.NONE_LABEL == 255
+    assert depth_coding.none_label(np.uint16) == depth_coding.WIDE_NONE_LABEL == 65535
+
+
+def test_recode_moves_labels_to_a_new_class_list():
+    labels = np.array([[0, 1, 2, depth_coding.NONE_LABEL]], dtype=np.uint8)
+    # old class 0 -> new 2, old 2 -> new 0, old 1 is not in the new list
+    recoded = depth_coding.recode(labels, {0: 2, 2: 0}, 3)
+    assert recoded.dtype == np.uint8
+    assert recoded.tolist() == [[2, 255, 0, 255]]
+
+
+def test_recode_to_a_long_list_or_a_given_dtype_uses_its_none():
+    labels = np.array([[0, 1, depth_coding.NONE_LABEL]], dtype=np.uint8)
+    wide = depth_coding.recode(labels, {0: 299, 1: 7}, 300)
+    assert wide.dtype == np.uint16 and wide.tolist() == [[299, 7, 65535]]
+    ground_truth = depth_coding.recode(labels, {1: 4}, 5, dtype=np.uint16)
+    assert ground_truth.tolist() == [[depth_coding.IGNORE, 4, depth_coding.IGNORE]]
+    from_wide = depth_coding.recode(wide, {299: 0}, 2)
+    assert from_wide.tolist() == [[0, 255, 255]]

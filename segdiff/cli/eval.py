@@ -13,6 +13,7 @@ import typer
 
 from segdiff.cli.common import console, reports_input_errors
 from segdiff.data.prepared import open_prepared
+from segdiff.depth_coding import NONE_LABEL
 from segdiff.errors import SegDiffInputError
 from segdiff.evaluation.benchmarks import BENCHMARK_NAMES, Benchmark, get_benchmark
 from segdiff.evaluation.evaluate import evaluate, process_state
@@ -39,7 +40,9 @@ def command(
     ] = None,
     predictions: Annotated[
         Path | None,
-        typer.Option(help="Folder of label PNGs <id>.png (class ids, 255 = none) to score."),
+        typer.Option(
+            help=f"Folder of label PNGs <id>.png (class ids, {NONE_LABEL} = none) to score."
+        ),
     ] = None,
     output: Annotated[
         Path | None,

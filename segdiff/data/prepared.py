@@ -21,8 +21,6 @@ from segdiff import depth_coding
 from segdiff.errors import SegDiffInputError
 
 FORMAT_VERSION = 1
-IGNORE_ID = 65535
-"""Vocabulary id of ignored pixels in `PreparedSplit.benchmark_labels` (gray 0 in masks)."""
 
 
 @dataclass(frozen=True)
@@ -59,17 +57,19 @@ class PreparedSplit:
             raise SegDiffInputError(f"cannot read prepared mask {path}: {err}") from err
 
     def benchmark_labels(self, image_name: str) -> np.ndarray:
-        """Ground truth as vocabulary indices (uint16, 65535 = ignore) from mask + list."""
+        """Ground truth as vocabulary indices (uint16, depth_coding.IGNORE where gray 0) from
+        mask + list."""
         names = self.classes(image_name)
         mask = self.load_mask(image_name)
-        labels = np.full(mask.shape, 65535, dtype=np.uint16)
         if not names:
-            return labels
-        local = depth_coding.decode(mask, len(names))
+            return np.full(mask.shape, depth_coding.IGNORE, dtype=np.uint16)
         index = {name: i for i, name in enumerate(self.vocabulary)}
-        lut = np.full(256, 65535, dtype=np.uint16)
-        lut[: len(names)] = [index[name] for name in names]
-        return lut[local]
+        return depth_coding.recode(
+            depth_coding.decode(mask, len(names)),
+            {k: index[name] for k, name in enumerate(names)},
+            len(self.vocabulary),
+            dtype=np.uint16,
+        )
 
 
 def open_prepared(root: str | Path, split: str) -> PreparedSplit:

@@ -37,7 +37,7 @@ from rich.progress import (
 )
 
 from segdiff import depth_coding
-from segdiff.data.prepared import FORMAT_VERSION, IGNORE_ID
+from segdiff.data.prepared import FORMAT_VERSION
 from segdiff.errors import SegDiffInputError
 from segdiff.imageio import atomic_path, save_json, save_png, save_text
 
@@ -49,7 +49,7 @@ class Converted:
     """One sample read from its source."""
 
     labels: np.ndarray
-    """HxW vocabulary ids (any unsigned int type), IGNORE_ID for ignored pixels."""
+    """HxW vocabulary ids (any unsigned int type), depth_coding.IGNORE for ignored pixels."""
     image: Path | np.ndarray
     """The source image file (linked or copied as is) or HxWx3 uint8 pixels (saved as PNG)."""
 
@@ -237,15 +237,16 @@ def _prepare_one(task: tuple[Job, Path, int]) -> dict[str, Any]:
         "name": job.name,
         "image": image_name,
         "classes": present.tolist(),
-        "ignored": int(np.count_nonzero(labels == IGNORE_ID)),
+        "ignored": int(np.count_nonzero(labels == depth_coding.IGNORE)),
         "pixels": int(labels.size),
     }
 
 
 def depth_code(labels: np.ndarray, vocabulary_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Vocabulary ids -> (ids present, sorted; uint8 depth-coded mask for that class list)."""
-    counts = np.bincount(labels.ravel(), minlength=IGNORE_ID + 1)
-    counts[IGNORE_ID] = 0
+    labels = labels.astype(np.uint16, copy=False)
+    counts = np.bincount(labels.ravel(), minlength=depth_coding.IGNORE + 1)
+    counts[depth_coding.IGNORE] = 0
     present = np.flatnonzero(counts)
     if present.size and present[-1] >= vocabulary_size:
         raise ValueError(f"label {present[-1]} is outside the vocabulary of {vocabulary_size}")
@@ -255,9 +256,8 @@ def depth_code(labels: np.ndarray, vocabulary_size: int) -> tuple[np.ndarray, np
         )
     if present.size == 0:
         return present, np.zeros(labels.shape, dtype=np.uint8)
-    local = np.full(IGNORE_ID + 1, depth_coding.NONE_LABEL, dtype=np.uint8)
-    local[present] = np.arange(present.size)
-    return present, depth_coding.encode(local[labels], present.size)
+    local = depth_coding.recode(labels, {int(i): k for k, i in enumerate(present)}, present.size)
+    return present, depth_coding.encode(local, present.size)
 
 
 def _write_image(

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from segdiff.data.prepared import PreparedSplit
+from segdiff.depth_coding import IGNORE
 from segdiff.errors import SegDiffInputError
-from segdiff.evaluation.metrics import IGNORE
 from segdiff.vocabularies import VOCABULARY_NAMES, Vocabulary, get_vocabulary
 
 BENCHMARK_NAMES = VOCABULARY_NAMES
@@ -34,7 +34,7 @@ class Benchmark:
         return self.vocabulary.classes
 
     def label_lut(self, prepared_vocabulary: tuple[str, ...]) -> np.ndarray:
-        """Lookup table: prepared vocabulary id (uint16, 65535 = ignore) -> benchmark id."""
+        """Lookup table: prepared vocabulary id (uint16, IGNORE = ignore) -> benchmark id."""
         for source in self.sources:
             if tuple(prepared_vocabulary) == get_vocabulary(source).classes:
                 index = {name: i for i, name in enumerate(self.classes)}

@@ -13,18 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IGNORE = 65535
-"""Ground-truth value of pixels that are not scored (uint16 label maps)."""
+from segdiff.depth_coding import IGNORE, none_label
 
 
 def prediction_rows(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, int]:
     """Predicted class ids -> confusion-matrix rows (0..N-1, N = none), and how many pixels
     held a value that is neither a class id nor the none marker.
 
-    The none marker is 255 in 8-bit label maps and 65535 in wider ones. Out-of-range values
-    are scored as none (a miss), so a broken prediction can never raise a score.
+    The none marker is the label map's ``none_label`` (255 in 8-bit maps, 65535 in wider
+    ones). Out-of-range values are scored as none (a miss), so a broken prediction can never
+    raise a score.
     """
-    none_value = 255 if labels.dtype == np.uint8 else 65535
+    none_value = none_label(labels.dtype)
     labels = labels.astype(np.int64)
     is_class = (labels >= 0) & (labels < num_classes) & (labels != none_value)
     out_of_range = int(np.count_nonzero(~is_class & (labels != none_value)))

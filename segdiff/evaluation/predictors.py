@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segdiff.data.prepared import PreparedSplit
+from segdiff.depth_coding import NONE_LABEL, WIDE_NONE_LABEL
 from segdiff.errors import SegDiffInputError
 from segdiff.imageio import load_rgb
 
@@ -32,11 +33,11 @@ def read_label_png(path: Path) -> np.ndarray:
         raise SegDiffInputError(f"cannot read prediction {path}: {err}") from err
     if mode in ("L", "P"):
         return labels.astype(np.uint8)
-    if mode in _SIXTEEN_BIT_MODES and labels.min() >= 0 and labels.max() <= 65535:
+    if mode in _SIXTEEN_BIT_MODES and labels.min() >= 0 and labels.max() <= WIDE_NONE_LABEL:
         return labels.astype(np.uint16)
     raise SegDiffInputError(
         f"prediction {path} is a {mode} image; predictions are single-channel label PNGs "
-        "of class ids (8-bit with 255 = none, or 16-bit with 65535 = none)"
+        f"of class ids (8-bit with {NONE_LABEL} = none, or 16-bit with {WIDE_NONE_LABEL} = none)"
     )
 
 

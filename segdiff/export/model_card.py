@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 import segdiff
+from segdiff.depth_coding import NONE_LABEL
 from segdiff.export.source import ModelSource
 from segdiff.model.pipeline import SegDiffPipeline
 
@@ -200,7 +201,7 @@ from segdiff import SegDiffPipeline
 pipe = SegDiffPipeline.from_pretrained("path/to/this/folder")
 result = pipe(Image.open("photo.jpg"), ["cat", "sofa", "window"],
               generator=torch.Generator().manual_seed(0))
-labels = result.labels[0]  # class index per pixel, 255 = none of the classes
+labels = result.labels[0]  # class index per pixel, {NONE_LABEL} = none of the classes
 ```{half}"""
 
 

@@ -207,21 +207,20 @@ class SegDiffPipeline(DiffusionPipeline):
         for start in range(0, len(classes), per_pass):
             chunk = classes[start : start + per_pass]
             labels, _, _ = self._segment(image_latent, chunk, run)
-            fractions = torch.bincount(labels.flatten().long(), minlength=256)[: len(chunk)]
+            fractions = torch.bincount(labels.flatten().long(), minlength=len(chunk))[: len(chunk)]
             fractions = fractions.float() / labels.numel()
             for k, fraction in enumerate(fractions.tolist()):
                 if fraction >= FOUND_FRACTION:
                     found[start + k] = fraction
         kept = sorted(sorted(found, key=found.get, reverse=True)[:per_pass])
-        none_label, dtype = none_label_and_dtype(len(classes))
         if not kept:
             height, width = run.valid_size
-            none = torch.full((height, width), none_label, dtype=dtype)
-            return none, torch.zeros(height, width), torch.zeros(height, width)
+            dtype = depth_coding.label_dtype(len(classes))
+            none = np.full((height, width), depth_coding.none_label(dtype), dtype=dtype)
+            return torch.from_numpy(none), torch.zeros(height, width), torch.zeros(height, width)
         labels, gray, uncertainty = self._segment(image_latent, [classes[k] for k in kept], run)
-        lut = torch.full((256,), none_label, dtype=torch.long)
-        lut[: len(kept)] = torch.tensor(kept)
-        return lut[labels.long()].to(dtype), gray, uncertainty
+        labels = depth_coding.recode(labels.numpy(), dict(enumerate(kept)), len(classes))
+        return torch.from_numpy(labels), gray, uncertainty
 
     def _segment(
         self, image_latent: torch.Tensor, classes: list[str], run: "_Run"
@@ -311,13 +310,6 @@ class _Run:
             shuffled = torch.randperm(num_classes, generator=self.generator)
             orders.append(shuffled if self.permute_classes else identity)
         return [order.to(device) for order in orders]
-
-
-def none_label_and_dtype(num_classes: int) -> tuple[int, torch.dtype]:
-    """Label maps of up to 255 classes are uint8 with 255 = none; larger ones uint16/65535."""
-    if num_classes <= depth_coding.MAX_CLASSES:
-        return depth_coding.NONE_LABEL, torch.uint8
-    return 65535, torch.uint16
 
 
 def _resize(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:

@@ -120,10 +120,10 @@ class TrainingSamples(torch.utils.data.Dataset):
             [listed[k] for k in present_ids], self.split.vocabulary, s.class_lists, rng
         )
         position = {name: k for k, name in enumerate(classes)}
-        lut = np.full(256, depth_coding.NONE_LABEL, dtype=np.uint8)
-        for k in present_ids:
-            lut[k] = position.get(listed[k], depth_coding.NONE_LABEL)
-        mask = depth_coding.encode(lut[labels], len(classes))
+        new_index = {k: position[name] for k, name in enumerate(listed) if name in position}
+        mask = depth_coding.encode(
+            depth_coding.recode(labels, new_index, len(classes)), len(classes)
+        )
 
         pixels = torch.tensor(pixels).permute(2, 0, 1).float() / 127.5 - 1.0
         mask = torch.tensor(mask).float()[None].expand(3, -1, -1) / 127.5 - 1.0

@@ -7,8 +7,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from segdiff.cli import app
-from segdiff.data.prepared import IGNORE_ID, open_prepared
+from segdiff.data.prepared import open_prepared
 from segdiff.data.shapes import generate_sample
+from segdiff.depth_coding import IGNORE
 
 runner = CliRunner()
 SHAPES_SMALL = ["--train-size", "5", "--val-size", "3", "--workers", "1"]
@@ -50,7 +51,7 @@ def _assert_ade_ground_truth(out, count):
     assert len(prepared.image_names) == count
     for name in prepared.image_names:
         raw = _ade_raw(int(name[8:16])).astype(np.int64)
-        expected = np.where(raw == 0, IGNORE_ID, raw - 1)
+        expected = np.where(raw == 0, IGNORE, raw - 1)
         assert np.array_equal(prepared.benchmark_labels(name), expected)
 
 

@@ -8,8 +8,9 @@ from PIL import Image
 
 from segdiff import depth_coding
 from segdiff.data import shapes
-from segdiff.data.prepared import IGNORE_ID, open_prepared
+from segdiff.data.prepared import open_prepared
 from segdiff.data.writer import Converted, Job, PreparedWriter, depth_code
+from segdiff.depth_coding import IGNORE
 from segdiff.errors import SegDiffInputError
 from segdiff.vocabularies import get_vocabulary
 
@@ -18,7 +19,7 @@ VOCABULARY = [f"class {i}" for i in range(300)]
 
 def _labels(seed, shape=(12, 16), classes=(3, 17, 299)):
     rng = np.random.default_rng(seed)
-    labels = rng.choice(np.array([*classes, IGNORE_ID], dtype=np.uint16), size=shape)
+    labels = rng.choice(np.array([*classes, IGNORE], dtype=np.uint16), size=shape)
     labels[0, :2] = classes[:2]  # the first two classes are always present
     return labels
 
@@ -76,7 +77,7 @@ def test_masks_give_back_the_labels_and_images_are_linked(tmp_path):
 
 
 def test_depth_code_uses_the_image_class_list_in_vocabulary_order():
-    labels = np.array([[299, 5], [IGNORE_ID, 5]], dtype=np.uint16)
+    labels = np.array([[299, 5], [IGNORE, 5]], dtype=np.uint16)
     present, mask = depth_code(labels, 300)
     assert present.tolist() == [5, 299]
     levels = depth_coding.gray_levels(2)
@@ -90,11 +91,11 @@ def test_all_ignored_image_has_an_empty_class_list(tmp_path):
     prepared = open_prepared(tmp_path / "out", "val")
     assert prepared.classes("blank.jpg") == ()
     assert not prepared.load_mask("blank.jpg").any()
-    assert (prepared.benchmark_labels("blank.jpg") == IGNORE_ID).all()
+    assert (prepared.benchmark_labels("blank.jpg") == IGNORE).all()
 
 
 def _read_blank(image):
-    return Converted(labels=np.full((12, 16), IGNORE_ID, dtype=np.uint16), image=image)
+    return Converted(labels=np.full((12, 16), IGNORE, dtype=np.uint16), image=image)
 
 
 def test_resume_skips_finished_images_and_keeps_their_entries(tmp_path):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from segdiff.data.prepared import open_prepared
+from segdiff.depth_coding import IGNORE
 from segdiff.errors import SegDiffInputError
 from segdiff.evaluation.benchmarks import BENCHMARK_NAMES, get_benchmark
-from segdiff.evaluation.metrics import IGNORE
 from segdiff.vocabularies import get_vocabulary
 
 

@@ -6,12 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from segdiff.evaluation.metrics import (
-    IGNORE,
-    compute_metrics,
-    confusion_matrix,
-    prediction_rows,
-)
+from segdiff.depth_coding import IGNORE
+from segdiff.evaluation.metrics import compute_metrics, confusion_matrix, prediction_rows
 
 I = IGNORE  # noqa: E741
 

@@ -28,8 +28,8 @@ from segdiff.data.converters.common import (
     layout_error,
     lookup_table,
 )
-from segdiff.data.prepared import IGNORE_ID
 from segdiff.data.writer import Converted, Job
+from segdiff.depth_coding import IGNORE
 from segdiff.errors import SegDiffInputError
 from segdiff.vocabularies import get_vocabulary
 
@@ -105,7 +105,7 @@ def raw_vocabulary(ade: Path) -> tuple[tuple[str, ...], np.ndarray, frozenset[Pa
         raise layout_error("ade20k-full", ade, LAYOUT, f"no object names in JSON files under {ade}")
     names = tuple(dict.fromkeys(names_by_index[i] for i in sorted(names_by_index)))
     ids = {name: k for k, name in enumerate(names)}
-    lookup = np.full(max(names_by_index) + 2, IGNORE_ID, dtype=np.uint16)
+    lookup = np.full(max(names_by_index) + 2, IGNORE, dtype=np.uint16)
     for index, name in names_by_index.items():
         lookup[index] = ids[name]
     return names, lookup, frozenset(unreadable)

@@ -10,8 +10,8 @@ import scipy.io
 from PIL import Image, UnidentifiedImageError
 from scipy.io.matlab import MatReadError
 
-from segdiff.data.prepared import IGNORE_ID
 from segdiff.data.writer import Converted, Job
+from segdiff.depth_coding import IGNORE
 from segdiff.errors import SegDiffInputError
 from segdiff.imageio import IMAGE_SUFFIXES
 from segdiff.vocabularies import get_vocabulary, source_ids
@@ -56,18 +56,18 @@ def layout_error(dataset: str, root: Path, layout: str, problem: str = "") -> Se
 
 @cache
 def lookup_table(benchmark: str) -> np.ndarray:
-    """Raw annotation value -> vocabulary id (uint16); the last entry, IGNORE_ID, catches the rest.
+    """Raw annotation value -> vocabulary id (uint16); the last entry, IGNORE, catches the rest.
 
     Index with `remap`, which clips larger values onto that last entry.
     """
     ids = source_ids(benchmark)
-    table = np.full(max(ids) + 2, IGNORE_ID, dtype=np.uint16)
+    table = np.full(max(ids) + 2, IGNORE, dtype=np.uint16)
     table[list(ids)] = np.arange(len(ids))
     return table
 
 
 def remap(raw: np.ndarray, benchmark: str) -> np.ndarray:
-    """Raw annotation values -> vocabulary ids; values outside the benchmark become IGNORE_ID."""
+    """Raw annotation values -> vocabulary ids; values outside the benchmark become IGNORE."""
     table = lookup_table(benchmark)
     raw = np.asarray(raw)
     if raw.dtype.kind not in "ui":

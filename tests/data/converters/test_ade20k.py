@@ -3,8 +3,9 @@ import pytest
 from PIL import Image
 
 from segdiff.data.converters import ade20k
-from segdiff.data.prepared import IGNORE_ID, open_prepared
+from segdiff.data.prepared import open_prepared
 from segdiff.data.writer import PreparedWriter
+from segdiff.depth_coding import IGNORE
 from segdiff.errors import SegDiffInputError
 from segdiff.vocabularies import get_vocabulary
 
@@ -45,7 +46,7 @@ def test_ade150_is_raw_minus_one_with_other_ignored(ade_root, tmp_path):
     assert prepared.image_names == ["ADE_val_00000001.jpg", "ADE_val_00000002.jpg"]
     for seed, name in enumerate(prepared.image_names):
         raw = _raw_labels(seed).astype(np.int64)
-        expected = np.where(raw == 0, IGNORE_ID, raw - 1)
+        expected = np.where(raw == 0, IGNORE, raw - 1)
         assert np.array_equal(prepared.benchmark_labels(name), expected)
     assert prepared.classes("ADE_val_00000001.jpg")[:1] == ("wall",)
 

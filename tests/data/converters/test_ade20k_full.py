@@ -5,13 +5,14 @@ import pytest
 from PIL import Image
 
 from segdiff.data.converters import ade20k_full
-from segdiff.data.prepared import IGNORE_ID, open_prepared
+from segdiff.data.prepared import open_prepared
 from segdiff.data.writer import PreparedWriter
+from segdiff.depth_coding import IGNORE
 from segdiff.errors import SegDiffInputError
 from segdiff.vocabularies import get_vocabulary
 
 # Full-ADE class index -> ADE-847 train id, from the benchmark list (0 and 246 are not in it).
-KNOWN = {2978: 0, 312: 1, 2420: 2, 3148: 846, 0: IGNORE_ID, 246: IGNORE_ID, 5: IGNORE_ID}
+KNOWN = {2978: 0, 312: 1, 2420: 2, 3148: 846, 0: IGNORE, 246: IGNORE, 5: IGNORE}
 
 
 def _class_map():
@@ -82,7 +83,7 @@ def test_raw_mode_names_every_whole_object_of_both_splits(tmp_path):
     PreparedWriter(tmp_path / "out", "ade20k-full", "raw", vocabulary).write_split("val", jobs)
     labels = open_prepared(tmp_path / "out", "val").benchmark_labels("ADE_val_00000001.jpg")
     # 999 is named only as a part, 246 and 0 not at all: all three are ignored.
-    assert labels.tolist() == [[2, 1, 0], [IGNORE_ID, IGNORE_ID, IGNORE_ID]]
+    assert labels.tolist() == [[2, 1, 0], [IGNORE, IGNORE, IGNORE]]
 
     (val_scene / "ADE_val_00000001.json").write_text("{broken")
     ade20k_full.raw_vocabulary.cache_clear()

@@ -3,8 +3,9 @@ import pytest
 from PIL import Image
 
 from segdiff.data.converters import cocostuff
-from segdiff.data.prepared import IGNORE_ID, open_prepared
+from segdiff.data.prepared import open_prepared
 from segdiff.data.writer import PreparedWriter
+from segdiff.depth_coding import IGNORE
 from segdiff.errors import SegDiffInputError
 from segdiff.vocabularies import get_vocabulary
 
@@ -37,7 +38,7 @@ def test_the_171_used_values_map_to_train_ids_in_order(tmp_path):
     prepared = open_prepared(tmp_path / "out", "val")
     assert prepared.image_names == ["000000000139.jpg"]
     used = sorted(set(range(182)) - UNUSED_THING_VALUES)
-    lookup = np.full(256, IGNORE_ID, dtype=np.int64)
+    lookup = np.full(256, IGNORE, dtype=np.int64)
     lookup[used] = np.arange(171)
     assert np.array_equal(prepared.benchmark_labels("000000000139.jpg"), lookup[_raw_labels()])
     assert len(prepared.classes("000000000139.jpg")) == 171

@@ -4,8 +4,9 @@ import scipy.io
 from PIL import Image
 
 from segdiff.data.converters import pcontext
-from segdiff.data.prepared import IGNORE_ID, open_prepared
+from segdiff.data.prepared import open_prepared
 from segdiff.data.writer import PreparedWriter
+from segdiff.depth_coding import IGNORE
 from segdiff.errors import SegDiffInputError
 from segdiff.vocabularies import get_vocabulary
 
@@ -48,7 +49,7 @@ def _prepare(root, out, split, benchmark):
 def test_pc59_keeps_the_59_frequent_classes(context_root, tmp_path):
     prepared = _prepare(context_root, tmp_path / "out", "val", "pc59")
     assert prepared.image_names == [f"{i}.jpg" for i in VAL_IDS]
-    lookup = np.full(460, IGNORE_ID, dtype=np.int64)
+    lookup = np.full(460, IGNORE, dtype=np.int64)
     lookup[PC59_IDS] = np.arange(59)
     for seed, name in enumerate(prepared.image_names, start=1):
         assert np.array_equal(prepared.benchmark_labels(name), lookup[_label_map(seed)])
@@ -59,7 +60,7 @@ def test_pc459_is_labelmap_minus_one_and_train_is_the_rest(context_root, tmp_pat
     prepared = _prepare(context_root, tmp_path / "out", "train", "pc459")
     assert prepared.image_names == [f"{TRAIN_ID}.jpg"]
     label_map = _label_map(0).astype(np.int64)
-    expected = np.where(label_map == 0, IGNORE_ID, label_map - 1)
+    expected = np.where(label_map == 0, IGNORE, label_map - 1)
     assert np.array_equal(prepared.benchmark_labels(f"{TRAIN_ID}.jpg"), expected)
 
 

@@ -4,8 +4,9 @@ import scipy.io
 from PIL import Image
 
 from segdiff.data.converters import voc
-from segdiff.data.prepared import IGNORE_ID, open_prepared
+from segdiff.data.prepared import open_prepared
 from segdiff.data.writer import PreparedWriter
+from segdiff.depth_coding import IGNORE
 from segdiff.errors import SegDiffInputError
 from segdiff.vocabularies import get_vocabulary
 
@@ -82,14 +83,14 @@ def test_voc21_keeps_palette_indices_and_ignores_the_void_band(voc_root, tmp_pat
     assert prepared.image_names == ["2007_000003.jpg", "2007_000004.jpg"]
     for seed, name in [(2, "2007_000003.jpg"), (3, "2007_000004.jpg")]:
         raw = _raw_labels(seed).astype(np.int64)
-        expected = np.where(raw == 255, IGNORE_ID, raw)
+        expected = np.where(raw == 255, IGNORE, raw)
         assert np.array_equal(prepared.benchmark_labels(name), expected)
 
 
 def test_voc20_ignores_background(voc_root, tmp_path):
     prepared = _prepare(voc_root / "VOCdevkit" / "VOC2012", tmp_path / "out", "val", "voc20")
     raw = _raw_labels(2).astype(np.int64)
-    expected = np.where((raw == 0) | (raw == 255), IGNORE_ID, raw - 1)
+    expected = np.where((raw == 0) | (raw == 255), IGNORE, raw - 1)
     assert np.array_equal(prepared.benchmark_labels("2007_000003.jpg"), expected)
     assert "background" not in prepared.vocabulary
 
@@ -99,7 +100,7 @@ def test_train_adds_the_augmented_images_but_never_val(voc_root, tmp_path):
     names = ["2007_000001.jpg", "2007_000002.jpg", "2008_000010.jpg", "2008_000011.jpg"]
     assert prepared.image_names == names
     official = _raw_labels(1).astype(np.int64)  # SegmentationClass wins over the Aug mask
-    expected = np.where(official == 255, IGNORE_ID, official)
+    expected = np.where(official == 255, IGNORE, official)
     assert np.array_equal(prepared.benchmark_labels("2007_000002.jpg"), expected)
     assert prepared.classes("2008_000010.jpg") == ("car",)  # SegmentationClassAug wins over SBD
     assert prepared.classes("2008_000011.jpg") == ("dog",)  # from SBD's GTcls.Segmentation

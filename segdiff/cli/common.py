@@ -5,11 +5,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import typer
-from rich.console import Console
 
+from segdiff.console import console
 from segdiff.errors import SegDiffInputError
-
-console = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable)
 

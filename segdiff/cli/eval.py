@@ -14,9 +14,10 @@ import typer
 from segdiff.cli.common import console, reports_input_errors
 from segdiff.data.prepared import open_prepared
 from segdiff.depth_coding import NONE_LABEL
+from segdiff.distributed import process_state
 from segdiff.errors import SegDiffInputError
 from segdiff.evaluation.benchmarks import BENCHMARK_NAMES, Benchmark, get_benchmark
-from segdiff.evaluation.evaluate import evaluate, process_state
+from segdiff.evaluation.evaluate import evaluate
 from segdiff.evaluation.predictors import from_directory, from_predictor, load_model_predictor
 from segdiff.evaluation.report import next_run_dir, print_summary, write_outputs
 from segdiff.model import default_model_path

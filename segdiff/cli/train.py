@@ -37,39 +37,18 @@ def command(
     ] = None,
 ) -> None:
     """Train a segdiff model; writes checkpoints, TensorBoard logs and RUN/model."""
+    from segdiff.distributed import main_process_decides
     from segdiff.recipes import load_recipe
     from segdiff.training.loop import train
 
     resolved = load_recipe(recipe, parse_overrides(overrides or []))
-    run_dir, checkpoint = _agreed_run(resolved.name, output, resume)
+    # Every process must train into the same folder, so the main process picks it.
+    run_dir, checkpoint = main_process_decides(lambda: resolve_run(resolved.name, output, resume))
     if checkpoint is not None:
         console.print(f"Resuming from {checkpoint}")
     console.print(f"Run folder: {run_dir}")
     model = train(resolved, run_dir, checkpoint)
     console.print(f"Trained model: {model}")
-
-
-def _agreed_run(name: str, output: Path | None, resume: str | None) -> tuple[Path, Path | None]:
-    """The main process picks the run folder and checkpoint; every process gets its choice,
-    so auto-numbered folders cannot differ between processes."""
-    from accelerate.utils import broadcast_object_list
-
-    from segdiff.evaluation.evaluate import process_state
-
-    state = process_state()
-    choice: list = [None, None, None]
-    if state.is_main_process:
-        try:
-            run_dir, checkpoint = resolve_run(name, output, resume)
-            choice = [str(run_dir), str(checkpoint) if checkpoint else None, None]
-        except SegDiffInputError as err:
-            choice = [None, None, str(err)]
-    if state.num_processes > 1:
-        broadcast_object_list(choice, from_process=0)
-    run_dir, checkpoint, error = choice
-    if error is not None:
-        raise SegDiffInputError(error)
-    return Path(run_dir), Path(checkpoint) if checkpoint else None
 
 
 def resolve_run(name: str, output: Path | None, resume: str | None) -> tuple[Path, Path | None]:

@@ -37,6 +37,7 @@ from rich.progress import (
 )
 
 from segdiff import depth_coding
+from segdiff.console import console as default_console
 from segdiff.data.prepared import FORMAT_VERSION
 from segdiff.errors import SegDiffInputError
 from segdiff.imageio import atomic_path, save_json, save_png, save_text
@@ -161,7 +162,7 @@ class PreparedWriter:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=console or Console(stderr=True),
+            console=console or default_console,
         )
         tasks = [(job, split_dir, len(self.meta["vocabulary"])) for job in todo]
         with (

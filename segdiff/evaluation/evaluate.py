@@ -10,18 +10,16 @@ waiting at the gather): missing predictions, unreadable files and size mismatche
 collected and reported, and out-of-range prediction values are counted and scored as misses.
 """
 
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-import torch
-from accelerate import PartialState
-from accelerate.utils import gather_object, parse_flag_from_env
-from rich.console import Console
+from accelerate.utils import gather_object
 from rich.progress import track
 
+from segdiff.console import console
 from segdiff.data.prepared import PreparedSplit
+from segdiff.distributed import process_state
 from segdiff.errors import SegDiffInputError
 from segdiff.evaluation.benchmarks import Benchmark
 from segdiff.evaluation.metrics import (
@@ -62,16 +60,6 @@ class EvalResult:
         return compute_metrics(self.confusion)
 
 
-def process_state() -> PartialState:
-    """Accelerate's view of this launch. Processes started on a machine without CUDA (by
-    ``torchrun`` or ``accelerate launch --multi_gpu``) shard over gloo on the CPU; accelerate
-    treats them as unrelated single processes unless told ``cpu``. ``accelerate launch --cpu``
-    (one process) keeps the CPU as well."""
-    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (several and not torch.cuda.is_available())
-    return PartialState(cpu=cpu)
-
-
 def evaluate(
     benchmark: Benchmark,
     prepared: PreparedSplit,
@@ -101,7 +89,7 @@ def evaluate(
     for index in track(
         indices,
         description=f"eval {benchmark.name}",
-        console=Console(stderr=True),
+        console=console,
         disable=not (progress and state.is_main_process),
     ):
         name = names[index]

@@ -32,10 +32,10 @@ from rich.progress import (
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
-from segdiff.cli.common import console
+from segdiff.console import console
 from segdiff.data.prepared import PreparedSplit, open_prepared
+from segdiff.distributed import process_state
 from segdiff.errors import SegDiffInputError
-from segdiff.evaluation.evaluate import process_state
 from segdiff.evaluation.report import metrics_dict
 from segdiff.imageio import save_json
 from segdiff.model.from_sd import components_from_stable_diffusion

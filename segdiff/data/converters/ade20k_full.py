@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from rich.console import Console
 from rich.progress import track
 
+from segdiff.console import console
 from segdiff.data.converters.common import (
     Converter,
     find_dataset_dir,
@@ -94,7 +94,6 @@ def raw_vocabulary(ade: Path) -> tuple[tuple[str, ...], np.ndarray, frozenset[Pa
     paths = sorted((ade / "images" / "ADE").rglob("*.json"), key=lambda p: p.name)
     names_by_index: dict[int, str] = {}
     unreadable = set()
-    console = Console(stderr=True)
     for path in track(paths, description="reading object names", console=console):
         objects = _whole_objects(path)
         if objects is None:

@@ -19,8 +19,9 @@ from segdiff.errors import SegDiffInputError
 from segdiff.evaluation.benchmarks import BENCHMARK_NAMES, Benchmark, get_benchmark
 from segdiff.evaluation.evaluate import evaluate
 from segdiff.evaluation.predictors import from_directory, from_predictor, load_model_predictor
-from segdiff.evaluation.report import next_run_dir, print_summary, write_outputs
+from segdiff.evaluation.report import print_summary, write_outputs
 from segdiff.model import default_model_path
+from segdiff.run_folder import next_run_dir
 
 DATA_ENV = "SEGDIFF_DATA"
 

@@ -10,9 +10,6 @@ from typing import Annotated
 import typer
 
 from segdiff.cli.common import console, parse_overrides, reports_input_errors
-from segdiff.errors import SegDiffInputError
-
-RUNS_DIR = Path("runs") / "train"
 
 
 @reports_input_errors
@@ -39,6 +36,7 @@ def command(
     """Train a segdiff model; writes checkpoints, TensorBoard logs and RUN/model."""
     from segdiff.distributed import main_process_decides
     from segdiff.recipes import load_recipe
+    from segdiff.run_folder import resolve_run
     from segdiff.training.loop import train
 
     resolved = load_recipe(recipe, parse_overrides(overrides or []))
@@ -49,48 +47,3 @@ def command(
     console.print(f"Run folder: {run_dir}")
     model = train(resolved, run_dir, checkpoint)
     console.print(f"Trained model: {model}")
-
-
-def resolve_run(name: str, output: Path | None, resume: str | None) -> tuple[Path, Path | None]:
-    """(run folder, checkpoint to resume from or None) for the given options."""
-    from segdiff.evaluation.report import next_run_dir
-    from segdiff.training import checkpoints
-
-    if resume is None:
-        if output is None:
-            return next_run_dir(RUNS_DIR / name), None
-        if (output / "recipe.yaml").exists():
-            raise SegDiffInputError(
-                f"{output} already holds a training run; continue it with --resume latest or "
-                "choose another --output"
-            )
-        return output, None
-    if resume == "latest":
-        run_dir = output if output is not None else _newest_run(name)
-        checkpoint = checkpoints.latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise SegDiffInputError(f"--resume latest: {run_dir} has no finished checkpoint")
-        return run_dir, checkpoint
-    path = Path(resume)
-    if (path / "checkpoint.json").is_file():
-        return path.parent.parent, path
-    checkpoint = checkpoints.latest_checkpoint(path)
-    if checkpoint is None:
-        raise SegDiffInputError(
-            f"--resume {resume}: not a checkpoint (RUN/checkpoints/step-N with "
-            "checkpoint.json) nor a run folder with checkpoints"
-        )
-    return path, checkpoint
-
-
-def _newest_run(name: str) -> Path:
-    """The highest-numbered existing runs/train/<name>[-N]."""
-    runs = [RUNS_DIR / name] + sorted(RUNS_DIR.glob(f"{name}-*"), key=lambda p: p.name)
-    numbered = {}
-    for run in runs:
-        suffix = run.name[len(name) :].lstrip("-")
-        if run.is_dir() and (suffix == "" or suffix.isdigit()):
-            numbered[int(suffix or 1)] = run
-    if not numbered:
-        raise SegDiffInputError(f"--resume latest: no run of {name!r} under {RUNS_DIR}")
-    return numbered[max(numbered)]

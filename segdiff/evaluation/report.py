@@ -24,16 +24,6 @@ MAX_EXAMPLES = 10
 MAX_TABLE_CLASSES = 60
 
 
-def next_run_dir(base: str | Path) -> Path:
-    """``base`` if it does not exist yet, else the first free ``base-2``, ``base-3``, ..."""
-    base = Path(base)
-    candidate, number = base, 1
-    while candidate.exists():
-        number += 1
-        candidate = base.with_name(f"{base.name}-{number}")
-    return candidate
-
-
 def metrics_dict(result: EvalResult, settings: dict[str, Any]) -> dict[str, Any]:
     """The content of metrics.json (percentages; per-class IoU null for classes without gt)."""
     metrics = result.metrics

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from segdiff import run_folder
 from segdiff.errors import SegDiffInputError
 from segdiff.export.model_card import TrainingRecord, model_card
 from segdiff.export.source import ModelSource
@@ -32,7 +33,8 @@ def write_records(
     dtypes: list[str],
 ) -> None:
     """Copy the recipe and metrics the model came with into ``dest`` and write its card."""
-    for path, filename in ((source.recipe, "recipe.yaml"), (source.metrics, "metrics.json")):
+    records = ((source.recipe, run_folder.RECIPE), (source.metrics, run_folder.METRICS))
+    for path, filename in records:
         if path is not None:
             shutil.copyfile(path, dest / filename)
     card = model_card(pipe, source, export_format, dtypes, TrainingRecord.read(source))

@@ -13,10 +13,10 @@ MODEL is one of:
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from segdiff import run_folder
 from segdiff.errors import SegDiffInputError
 from segdiff.model.pipeline import SegDiffPipeline, check_is_segdiff_model
 
@@ -25,8 +25,6 @@ EXPECTED = (
     "folder (model_index.json with a 'cam' component), a checkpoint folder "
     "(RUN/checkpoints/step-N with checkpoint.json) or a hub id"
 )
-FROZEN_COMPONENTS = ("vae", "text_encoder", "tokenizer", "scheduler")
-TRAINED_COMPONENTS = ("unet", "cam")
 WEIGHTED_COMPONENTS = ("vae", "text_encoder", "unet", "cam")
 
 
@@ -50,7 +48,7 @@ class ModelSource:
         if isinstance(self.weights, Path):
             paths.append(self.weights)
         if self.checkpoint_step is not None:
-            paths.append(Path(self.weights).parent.parent / "frozen")
+            paths.append(run_folder.frozen_dir(run_folder.run_of(Path(self.weights))))
         return [path for path in paths if path is not None]
 
     def load(self) -> SegDiffPipeline:
@@ -81,32 +79,26 @@ def resolve_source(model: str | Path) -> ModelSource:
     if not path.is_dir():
         raise SegDiffInputError(f"{model} is a file, not a folder; {EXPECTED}.")
     path = path.resolve()
-    if (path / "checkpoint.json").is_file():
+    if run_folder.is_checkpoint(path):
         return _checkpoint_source(str(model), path)
     if (path / "model_index.json").is_file():
         return _model_source(str(model), path)
-    if (path / "recipe.yaml").is_file() and any(
-        (path / sub).is_dir() for sub in ("model", "checkpoints")
-    ):
+    if run_folder.is_run(path):
         return _run_source(str(model), path)
     raise SegDiffInputError(f"{model} is not something segdiff can export; {EXPECTED}.")
 
 
 def _run_source(name: str, run: Path) -> ModelSource:
-    model = run / "model"
+    model = run_folder.model_dir(run)
     if (model / "model_index.json").is_file():
         return _model_source(name, model)
-    checkpoints = sorted(
-        (_checkpoint_step(folder), folder)
-        for folder in (run / "checkpoints").glob("*")
-        if (folder / "checkpoint.json").is_file()
-    )
-    if not checkpoints:
+    checkpoint = run_folder.latest_checkpoint(run)
+    if checkpoint is None:
         raise SegDiffInputError(
             f"training run {run} has neither a final model/ nor a finished checkpoint "
             "(checkpoints/step-N/checkpoint.json) yet; nothing to export."
         )
-    return _checkpoint_source(name, checkpoints[-1][1])
+    return _checkpoint_source(name, checkpoint)
 
 
 def _model_source(name: str, model: Path) -> ModelSource:
@@ -116,19 +108,16 @@ def _model_source(name: str, model: Path) -> ModelSource:
 
 
 def _checkpoint_source(name: str, checkpoint: Path) -> ModelSource:
-    step = _checkpoint_step(checkpoint)
-    run = checkpoint.parent.parent
-    needed = [checkpoint / "model_index.json"]
-    needed += [checkpoint / part for part in TRAINED_COMPONENTS]
-    needed += [run / "frozen" / part for part in FROZEN_COMPONENTS]
-    missing = [str(path) for path in needed if not path.exists()]
+    step = run_folder.checkpoint_step(checkpoint)
+    run = run_folder.run_of(checkpoint)
+    missing = run_folder.missing_parts(checkpoint)
     if missing:
         raise SegDiffInputError(
-            f"checkpoint {checkpoint} is incomplete: {', '.join(missing)} missing. A checkpoint "
-            "needs unet/, cam/ and model_index.json, and its run needs frozen/ with vae/, "
-            "text_encoder/, tokenizer/ and scheduler/."
+            f"checkpoint {checkpoint} is incomplete: {', '.join(map(str, missing))} missing. A "
+            "checkpoint needs unet/, cam/ and model_index.json, and its run needs frozen/ with "
+            "vae/, text_encoder/, tokenizer/ and scheduler/."
         )
-    recipe = run / "recipe.yaml"
+    recipe = run / run_folder.RECIPE
     return ModelSource(
         name=name,
         weights=checkpoint,
@@ -140,12 +129,11 @@ def _checkpoint_source(name: str, checkpoint: Path) -> ModelSource:
 
 def _records_near(model: Path) -> tuple[Path | None, Path | None]:
     """Recipe and metrics of a model folder: its own copies (an earlier export), else those
-    of the run it is the ``model/`` of."""
+    of the run it is the final model of."""
+    run = run_folder.run_of_model(model)
     found = []
-    for filename in ("recipe.yaml", "metrics.json"):
-        candidates = [model / filename]
-        if model.name == "model":
-            candidates.append(model.parent / filename)
+    for filename in (run_folder.RECIPE, run_folder.METRICS):
+        candidates = [model / filename] + ([run / filename] if run else [])
         found.append(next((c for c in candidates if c.is_file()), None))
     return found[0], found[1]
 
@@ -153,29 +141,18 @@ def _records_near(model: Path) -> tuple[Path | None, Path | None]:
 def _checkpoint_metrics(checkpoint: Path, run: Path, step: int) -> Path | None:
     """Metrics that describe this checkpoint: its own file, or the run's last validation
     when that names the same step. The run's metrics of another step would mislead."""
-    own = checkpoint / "metrics.json"
+    own = checkpoint / run_folder.METRICS
     if own.is_file():
         return own
-    run_metrics = run / "metrics.json"
-    if run_metrics.is_file() and _read_json(run_metrics).get("step") == step:
+    run_metrics = run / run_folder.METRICS
+    if run_metrics.is_file() and _step_of_metrics(run_metrics) == step:
         return run_metrics
     return None
 
 
-def _checkpoint_step(checkpoint: Path) -> int:
-    step = _read_json(checkpoint / "checkpoint.json").get("step")
-    if not isinstance(step, int):
-        raise SegDiffInputError(
-            f"{checkpoint / 'checkpoint.json'} has no integer 'step'; is the checkpoint complete?"
-        )
-    return step
-
-
-def _read_json(path: Path) -> dict[str, Any]:
+def _step_of_metrics(path: Path) -> int | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SegDiffInputError(f"cannot read {path} as JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise SegDiffInputError(f"{path} must hold a JSON object")
-    return data
+    return metrics.get("step") if isinstance(metrics, dict) else None

@@ -1,27 +1,12 @@
-"""The run folder: frozen components, checkpoints, and resuming from them.
-
-```
-RUN/recipe.yaml                 resolved recipe
-RUN/frozen/                     vae/ text_encoder/ tokenizer/ scheduler/ (saved once)
-RUN/checkpoints/step-00000500/
-    unet/ cam/                  trainable weights (the EMA weights when EMA is on)
-    model_index.json            the pipeline config
-    training_state/             optimizer.pt, lr_scheduler.json, rng-<rank>.safetensors,
-                                trainable.safetensors (raw weights, only with EMA)
-    checkpoint.json             step, epoch, data position, ...
-RUN/model/                      final SegDiffPipeline folder
-RUN/metrics.json                last validation metrics
-RUN/logs/                       TensorBoard events
-```
+"""What a checkpoint and the final model hold, written and read back (the folder layout is
+`segdiff.run_folder`'s).
 
 Weights are safetensors. The optimizer state is a torch file, read back only with
-``torch.load(..., weights_only=True)``; nothing here unpickles. A checkpoint is written to a
-temporary folder and renamed into place, so a run killed mid-save leaves no half checkpoint.
+``torch.load(..., weights_only=True)``; nothing here unpickles.
 """
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,42 +16,22 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from segdiff import run_folder
 from segdiff.errors import SegDiffInputError
 from segdiff.imageio import save_json
 from segdiff.model.cam import ContentAttentionModule
 from segdiff.model.pipeline import SegDiffPipeline
 
-FROZEN = ("vae", "text_encoder", "tokenizer", "scheduler")
-PREFIX = "step-"
-
-
-def checkpoint_dir(run_dir: Path, step: int) -> Path:
-    return run_dir / "checkpoints" / f"{PREFIX}{step:08d}"
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Finished checkpoints of a run, oldest first."""
-    folder = run_dir / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.glob(f"{PREFIX}*") if (p / "checkpoint.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    checkpoints = list_checkpoints(run_dir)
-    return checkpoints[-1] if checkpoints else None
-
 
 def save_frozen(run_dir: Path, components: dict[str, Any]) -> None:
     """Write the frozen components once, at the start of a run."""
-    for name in FROZEN:
-        components[name].save_pretrained(run_dir / "frozen" / name)
+    for name in run_folder.FROZEN:
+        components[name].save_pretrained(run_folder.frozen_dir(run_dir) / name)
 
 
 def load_frozen(run_dir: Path) -> dict[str, Any]:
-    folder = run_dir / "frozen"
-    missing = [name for name in FROZEN if not (folder / name).is_dir()]
+    folder = run_folder.frozen_dir(run_dir)
+    missing = [name for name in run_folder.FROZEN if not (folder / name).is_dir()]
     if missing:
         raise SegDiffInputError(
             f"{folder} lacks {', '.join(missing)}: {run_dir} is not a complete segdiff run folder"
@@ -88,17 +53,48 @@ def load_trainable(checkpoint: Path) -> tuple[UNet2DConditionModel, ContentAtten
     return unet, cam
 
 
-def load_checkpoint_pipeline(checkpoint_dir: str | Path) -> SegDiffPipeline:
+def load_checkpoint_pipeline(checkpoint: str | Path) -> SegDiffPipeline:
     """A checkpoint of a run (``RUN/checkpoints/step-N``) as a ready SegDiffPipeline."""
-    checkpoint = Path(checkpoint_dir)
-    if not (checkpoint / "checkpoint.json").is_file():
+    checkpoint = Path(checkpoint)
+    if not run_folder.is_checkpoint(checkpoint):
         raise SegDiffInputError(
             f"{checkpoint} is not a segdiff training checkpoint (no checkpoint.json); expected "
             "RUN/checkpoints/step-NNNNNNNN"
         )
-    frozen = load_frozen(checkpoint.parent.parent)
+    frozen = load_frozen(run_folder.run_of(checkpoint))
     unet, cam = load_trainable(checkpoint)
     return SegDiffPipeline.from_pretrained(checkpoint, unet=unet, cam=cam, **frozen)
+
+
+def write_trainable(folder: Path, pipeline: SegDiffPipeline) -> None:
+    """unet/, cam/ and model_index.json: a pipeline folder minus the frozen parts."""
+    pipeline.unet.save_pretrained(folder / "unet", safe_serialization=True)
+    pipeline.cam.save_pretrained(folder / "cam", safe_serialization=True)
+    pipeline.save_config(folder)
+
+
+def write_checkpoint(
+    folder: Path,
+    pipeline: SegDiffPipeline,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+    raw_weights: dict[str, torch.Tensor] | None,
+    info: dict[str, Any],
+) -> None:
+    """Everything of a checkpoint but the per-process random states, into its staging
+    ``folder``; checkpoint.json last, since it marks the checkpoint finished."""
+    save_training_state(folder / run_folder.TRAINING_STATE, optimizer, lr_scheduler, raw_weights)
+    write_trainable(folder, pipeline)
+    save_json(info, folder / run_folder.CHECKPOINT_INFO)
+
+
+def save_model(run_dir: Path, pipeline: SegDiffPipeline) -> Path:
+    """RUN/model: the frozen parts copied from RUN/frozen plus ``pipeline``'s trained weights."""
+    with run_folder.writing_model(run_dir) as folder:
+        for name in run_folder.FROZEN:
+            shutil.copytree(run_folder.frozen_dir(run_dir) / name, folder / name)
+        write_trainable(folder, pipeline)
+    return run_folder.model_dir(run_dir)
 
 
 def save_training_state(
@@ -165,23 +161,3 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
             tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
         )
     return digest.hexdigest()
-
-
-def temporary_dir(final: Path) -> Path:
-    return final.parent / f".tmp-{final.name}"
-
-
-def publish(temporary: Path, final: Path, keep: int) -> None:
-    """Rename a finished checkpoint into place and delete the oldest beyond ``keep``."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(temporary, final)
-    for old in list_checkpoints(final.parent.parent)[:-keep]:
-        shutil.rmtree(old)
-
-
-def read_checkpoint_info(checkpoint: Path) -> dict[str, Any]:
-    try:
-        return json.loads((checkpoint / "checkpoint.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise SegDiffInputError(f"cannot read {checkpoint / 'checkpoint.json'}: {err}") from err

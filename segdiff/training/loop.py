@@ -3,12 +3,11 @@
 ``segdiff train`` runs it in one process; ``accelerate launch -m segdiff train`` runs the same
 code in several (DDP), each on its own slice of every global batch. The VAE and the text
 encoder are frozen; the UNet and the CAM train together as one `Denoiser`. The main process
-writes the run folder (see `segdiff.training.checkpoints`); every process saves its own random
+writes the run folder (see `segdiff.run_folder`); every process saves its own random
 state in each checkpoint so that a resumed run continues exactly as the original would have.
 """
 
 import contextlib
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from rich.progress import (
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
+from segdiff import run_folder
 from segdiff.console import console
 from segdiff.data.prepared import PreparedSplit, open_prepared
 from segdiff.distributed import process_state
@@ -124,14 +124,14 @@ class Trainer:
             self.val_split = open_prepared(recipe.data.root, recipe.data.val_split)
             validation_benchmark(self.val_split)
         self.samples = TrainingSamples(self.train_split, self._sample_settings())
-        self.info = checkpoints.read_checkpoint_info(resume) if resume else {}
+        self.info = run_folder.read_checkpoint_info(resume) if resume else {}
         self.step = self.info.get("step", 0)
 
         components = self._components(resume)
         self.scheduler = components["scheduler"]
         self._check_timesteps()
         device, dtype = self.accelerator.device, WEIGHT_DTYPES[recipe.train.mixed_precision]
-        self.frozen = {name: components[name] for name in checkpoints.FROZEN}
+        self.frozen = {name: components[name] for name in run_folder.FROZEN}
         for name in ("vae", "text_encoder"):
             self.frozen[name].requires_grad_(False).eval().to(device)
             if dtype != torch.float32:  # frozen parts run in the mixed-precision dtype
@@ -156,11 +156,11 @@ class Trainer:
             int(seed_state.generate_state(1)[0])
         )
         if resume is not None:
-            self._restore(resume / "training_state", optimizer)
+            self._restore(resume / run_folder.TRAINING_STATE, optimizer)
         self.model, self.optimizer = self.accelerator.prepare(denoiser, optimizer)
         self.position = self.info.get("data_position", 0)
         self.batches = self._batches(self.position)
-        self.writer = SummaryWriter(str(run_dir / "logs")) if self.is_main else None
+        self.writer = SummaryWriter(str(run_folder.logs_dir(run_dir))) if self.is_main else None
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -190,14 +190,14 @@ class Trainer:
         components = build_components(self.recipe)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_recipe(self.recipe, self.run_dir / "recipe.yaml")
+            save_recipe(self.recipe, self.run_dir / run_folder.RECIPE)
             if self.recipe.vae_pretrain.steps:
                 self._pretrain_vae(components["vae"])
             checkpoints.save_frozen(self.run_dir, components)
         self.accelerator.wait_for_everyone()
         if not self.is_main and self.recipe.vae_pretrain.steps:
             components["vae"] = AutoencoderKL.from_pretrained(
-                self.run_dir / "frozen" / "vae", use_safetensors=True
+                run_folder.frozen_dir(self.run_dir) / "vae", use_safetensors=True
             )
         return components
 
@@ -319,7 +319,7 @@ class Trainer:
             total += loss.detach()
         mean = self.accelerator.reduce(total, reduction="mean").item()
         if not np.isfinite(mean):
-            latest = checkpoints.latest_checkpoint(self.run_dir)
+            latest = run_folder.latest_checkpoint(self.run_dir)
             raise TrainingDiverged(
                 f"the training loss became {mean} at step {self.step + 1}: training diverged. "
                 "Lower optim.lr, lengthen optim.warmup_steps or use mixed_precision=bf16/no, "
@@ -376,31 +376,25 @@ class Trainer:
             **pipeline_settings(self.recipe),
         )
 
-    def _write_trainable(self, folder: Path) -> None:
-        """unet/, cam/ and model_index.json: a pipeline folder minus the frozen parts."""
-        self.denoiser.unet.save_pretrained(folder / "unet", safe_serialization=True)
-        self.denoiser.cam.save_pretrained(folder / "cam", safe_serialization=True)
-        self._pipeline().save_config(folder)
-
     def _save_checkpoint(self) -> None:
-        final = checkpoints.checkpoint_dir(self.run_dir, self.step)
-        temporary = checkpoints.temporary_dir(final)
-        state = temporary / "training_state"
+        final = run_folder.checkpoint_dir(self.run_dir, self.step)
+        temporary = run_folder.staging_dir(final, fresh=self.is_main)
         if self.is_main:
-            shutil.rmtree(temporary, ignore_errors=True)
-            state.mkdir(parents=True)
+            (temporary / run_folder.TRAINING_STATE).mkdir()
         self.accelerator.wait_for_everyone()
-        checkpoints.save_rng(state, self.accelerator.process_index, self.generator)
+        checkpoints.save_rng(
+            temporary / run_folder.TRAINING_STATE, self.accelerator.process_index, self.generator
+        )
         fingerprints = gather_object([checkpoints.weights_fingerprint(self.denoiser)])
         if len(set(fingerprints)) > 1:
             raise RuntimeError(f"processes hold different weights at step {self.step}")
         if self.is_main:
             raw = None
-            if self.ema is not None:
-                raw = {k: v.detach().cpu() for k, v in self.denoiser.state_dict().items()}
-            checkpoints.save_training_state(state, self.optimizer, self.lr_scheduler, raw)
-            with self._inference_weights():
-                self._write_trainable(temporary)
+            if self.ema is not None:  # a copy: the EMA weights are swapped in place below
+                raw = {
+                    k: v.detach().to("cpu", copy=True)
+                    for k, v in self.denoiser.state_dict().items()
+                }
             info = {
                 "step": self.step,
                 "epoch": self.order.epoch_of(self.position),
@@ -412,26 +406,22 @@ class Trainer:
                 "ema_step": self.ema.optimization_step if self.ema is not None else None,
                 "weights_sha256": fingerprints,
             }
-            save_json(info, temporary / "checkpoint.json")
+            with self._inference_weights():
+                checkpoints.write_checkpoint(
+                    temporary, self._pipeline(), self.optimizer, self.lr_scheduler, raw, info
+                )
         self.accelerator.wait_for_everyone()
         if self.is_main:
-            checkpoints.publish(temporary, final, self.recipe.train.checkpoint_limit)
+            run_folder.publish_checkpoint(temporary, final, self.recipe.train.checkpoint_limit)
         self.accelerator.wait_for_everyone()
 
     def _save_model(self) -> Path:
         """RUN/model: the frozen parts copied from RUN/frozen plus the trained weights."""
-        model = self.run_dir / "model"
         if self.is_main:
-            temporary = self.run_dir / ".tmp-model"
-            shutil.rmtree(temporary, ignore_errors=True)
-            for name in checkpoints.FROZEN:
-                shutil.copytree(self.run_dir / "frozen" / name, temporary / name)
             with self._inference_weights():
-                self._write_trainable(temporary)
-            shutil.rmtree(model, ignore_errors=True)
-            temporary.rename(model)
+                checkpoints.save_model(self.run_dir, self._pipeline())
         self.accelerator.wait_for_everyone()
-        return model
+        return run_folder.model_dir(self.run_dir)
 
     def _validate(self) -> None:
         """Score the val subset on every process (sharded), log and save the metrics."""
@@ -453,7 +443,7 @@ class Trainer:
         if not self.is_main:
             return
         metrics = metrics_dict(result, {"step": self.step, "split": self.val_split.split})
-        save_json(metrics, self.run_dir / "metrics.json")
+        save_json(metrics, self.run_dir / run_folder.METRICS)
         console.print(
             f"step {self.step}: val mIoU {metrics['mIoU']:.1f}, pixel accuracy "
             f"{metrics['pixel_accuracy']:.1f} ({result.scored} images)"

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from segdiff.cli import app
-from segdiff.cli.train import resolve_run
 from segdiff.errors import SegDiffInputError
+from segdiff.run_folder import resolve_run
 
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "tiny-shapes.yaml")
 FAST = [

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from segdiff.evaluation.evaluate import EvalResult
-from segdiff.evaluation.report import next_run_dir, print_summary, write_outputs
+from segdiff.evaluation.report import print_summary, write_outputs
 
 CLASSES = ("background", "chest of drawers, chest", "ring")
 
@@ -59,15 +59,6 @@ def test_write_outputs(tmp_path):
     assert (out / "confusion.png").is_file()
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["00_a.png", "01_b.png"]
     assert not [p for p in out.rglob(".*")]  # no temp files left behind
-
-
-def test_next_run_dir_counts_up(tmp_path):
-    base = tmp_path / "runs" / "eval" / "voc20"
-    assert next_run_dir(base) == base
-    base.mkdir(parents=True)
-    assert next_run_dir(base) == base.with_name("voc20-2")
-    base.with_name("voc20-2").mkdir()
-    assert next_run_dir(base) == base.with_name("voc20-3")
 
 
 def test_print_summary_shows_metrics_classes_and_problems():

@@ -55,12 +55,12 @@ def test_the_export_segments_like_its_source(fp16_export, tiny_pipeline, source_
     assert np.array_equal(_labels(exported), source_labels)
 
 
-def test_a_checkpoint_exports_without_training_state_and_with_its_records(run_folder, tmp_path):
+def test_a_checkpoint_exports_without_training_state_and_with_its_records(training_run, tmp_path):
     out = tmp_path / "ckpt"
-    export_diffusers(run_folder, out, dtype="bf16")
+    export_diffusers(training_run, out, dtype="bf16")
     assert not list(out.rglob("training_state")) and not (out / "checkpoint.json").exists()
     assert yaml.safe_load((out / "recipe.yaml").read_text())["name"] == "tiny"
-    assert (out / "metrics.json").read_bytes() == (run_folder / "metrics.json").read_bytes()
+    assert (out / "metrics.json").read_bytes() == (training_run / "metrics.json").read_bytes()
     card = (out / "README.md").read_text()
     assert "step 1000" in card and "background, circle, square" in card
     assert "| mIoU | 61.25 |" in card

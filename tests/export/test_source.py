@@ -7,17 +7,17 @@ from segdiff.errors import SegDiffInputError
 from segdiff.export.source import resolve_source
 
 
-def test_a_run_without_final_model_exports_its_latest_checkpoint(run_folder):
-    source = resolve_source(run_folder)
+def test_a_run_without_final_model_exports_its_latest_checkpoint(training_run):
+    source = resolve_source(training_run)
     assert source.checkpoint_step == 1000
-    assert source.weights == run_folder.resolve() / "checkpoints" / "step-00001000"
-    assert source.recipe == run_folder.resolve() / "recipe.yaml"
-    assert source.metrics == run_folder.resolve() / "metrics.json"  # same step: it describes it
-    assert run_folder.resolve() / "frozen" in source.read_paths
+    assert source.weights == training_run.resolve() / "checkpoints" / "step-00001000"
+    assert source.recipe == training_run.resolve() / "recipe.yaml"
+    assert source.metrics == training_run.resolve() / "metrics.json"  # same step: it describes it
+    assert training_run.resolve() / "frozen" in source.read_paths
 
 
-def test_run_metrics_of_another_step_do_not_describe_a_checkpoint(run_folder):
-    source = resolve_source(run_folder / "checkpoints" / "step-00000500")
+def test_run_metrics_of_another_step_do_not_describe_a_checkpoint(training_run):
+    source = resolve_source(training_run / "checkpoints" / "step-00000500")
     assert source.checkpoint_step == 500
     assert source.recipe is not None and source.metrics is None
 
@@ -54,15 +54,15 @@ def test_things_that_are_not_models_are_refused(case, tmp_path, tiny_sd2_dir):
     assert expected.get(case, "expected a training run folder") in str(err.value)
 
 
-def test_a_checkpoint_loads_its_trained_weights_with_the_frozen_ones(run_folder, tiny_pipeline):
-    pipe = resolve_source(run_folder / "checkpoints" / "step-00000500").load()
+def test_a_checkpoint_loads_its_trained_weights_with_the_frozen_ones(training_run, tiny_pipeline):
+    pipe = resolve_source(training_run / "checkpoints" / "step-00000500").load()
     shifted = tiny_pipeline.unet.conv_out.bias + 0.5
     assert torch.allclose(pipe.unet.conv_out.bias, shifted)
     assert torch.equal(pipe.vae.decoder.conv_out.weight, tiny_pipeline.vae.decoder.conv_out.weight)
     assert pipe.config.default_processing_resolution == 32
 
 
-def test_incomplete_checkpoint_is_refused(run_folder, tmp_path):
+def test_incomplete_checkpoint_is_refused(training_run, tmp_path):
     checkpoint = tmp_path / "run" / "checkpoints" / "step-7"
     checkpoint.mkdir(parents=True)
     (checkpoint / "checkpoint.json").write_text(json.dumps({"step": 7}))

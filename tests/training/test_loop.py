@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from segdiff import run_folder
 from segdiff.model.pipeline import SegDiffPipeline
 from segdiff.training import checkpoints
 from segdiff.training.loop import TrainingDiverged, learning_rate_schedule, train
@@ -33,7 +34,7 @@ def test_run_folder_contract(basic_run):
     for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
         assert (run / "frozen" / name).is_dir()
     # checkpoints at steps 2 and 4, both kept (limit 2)
-    names = [p.name for p in checkpoints.list_checkpoints(run)]
+    names = [p.name for p in run_folder.list_checkpoints(run)]
     assert names == ["step-00000002", "step-00000004"]
     last = run / "checkpoints" / "step-00000004"
     for part in ("unet", "cam", "model_index.json", "training_state", "checkpoint.json"):
@@ -75,7 +76,7 @@ def test_ema_accumulation_and_checkpoint_limit(fast_recipe, tmp_path):
         }
     )
     train(recipe, run)
-    assert [p.name for p in checkpoints.list_checkpoints(run)] == ["step-00000004"]
+    assert [p.name for p in run_folder.list_checkpoints(run)] == ["step-00000004"]
     info = json.loads((run / "checkpoints" / "step-00000004" / "checkpoint.json").read_text())
     assert info["data_position"] == 8  # 2 micro-batches per step
     assert not (run / "metrics.json").exists()
@@ -118,7 +119,7 @@ def test_nan_loss_stops_with_a_clear_error(fast_recipe, tmp_path, monkeypatch):
     monkeypatch.setattr(Denoiser, "forward", broken_forward)
     with pytest.raises(TrainingDiverged, match="training diverged. Lower optim.lr"):
         train(fast_recipe(), tmp_path / "run")
-    assert not checkpoints.list_checkpoints(tmp_path / "run")
+    assert not run_folder.list_checkpoints(tmp_path / "run")
 
 
 @pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])

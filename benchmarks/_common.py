@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -188,27 +189,39 @@ class Measurement:
         return max(self.peak_mib) if self.peak_mib else None
 
 
+Sample = tuple[float, float, float | None]
+"""(wall seconds, CPU seconds, peak MiB above entry or None) of one run."""
+
+
+def measure(run: Callable[[], Any], device: torch.device) -> tuple[Sample, Any]:
+    """Time one call of ``run()`` and its peak memory, in this process; also its result."""
+    with PeakMemory(device) as memory:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        result = run()
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
+    return (elapsed, cpu, memory.mib), result
+
+
 def interleaved(
-    runners: dict[str, Callable[[int], None]], rounds: int, device: torch.device
+    runners: dict[str, Callable[[int], Sample | None]], rounds: int, device: torch.device
 ) -> dict[str, Measurement]:
     """Time ``runners`` (name -> run(round)) in turn, A/B/A/B, ``rounds`` times each, so load
-    from other processes falls on every runner alike."""
+    from other processes falls on every runner alike. A runner that works in another process
+    measures itself there and returns its `Sample`; the others are measured here."""
     results = {name: Measurement([], [], []) for name in runners}
     with Progress(transient=True) as progress:
         task = progress.add_task("measuring", total=rounds * len(runners))
         for round_index in range(rounds):
             for name, run in runners.items():
                 progress.update(task, description=f"round {round_index + 1}: {name}")
-                with PeakMemory(device) as memory:
-                    start, cpu_start = time.perf_counter(), time.process_time()
-                    run(round_index)
-                    synchronize(device)
-                    elapsed = time.perf_counter() - start
-                    cpu = time.process_time() - cpu_start
+                here, reported = measure(partial(run, round_index), device)
+                elapsed, cpu, mib = reported or here
                 results[name].seconds.append(elapsed)
                 results[name].cpu_seconds.append(cpu)
-                if memory.mib is not None:
-                    results[name].peak_mib.append(memory.mib)
+                if mib is not None:
+                    results[name].peak_mib.append(mib)
                 progress.advance(task)
     return results
 

@@ -1,24 +1,23 @@
-"""The training loop (DESIGN §1, §8), one code path for one process or many.
+"""The training loop (docs/method.md), one code path for one process or many.
 
 ``segdiff train`` runs it in one process; ``accelerate launch -m segdiff train`` runs the same
-code in several (DDP), each on its own slice of every global batch. The VAE and the text
-encoder are frozen; the UNet and the CAM train together as one `Denoiser`. The main process
+code in several (DDP), each on its own slice of every global batch. `Trainer` sets up the data,
+the model, the run folder and what a resumed run restores, then repeats one `TrainingStep`
+(`segdiff.training.step`) and checkpoints, validates and logs between steps. The main process
 writes the run folder (see `segdiff.run_folder`); every process saves its own random
 state in each checkpoint so that a resumed run continues exactly as the original would have.
 """
 
 import contextlib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from diffusers import AutoencoderKL
-from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
+from diffusers import AutoencoderKL, DDIMScheduler
 from diffusers.utils import logging as diffusers_logging
 from rich.progress import (
     BarColumn,
@@ -40,7 +39,6 @@ from segdiff.evaluation.report import metrics_dict
 from segdiff.imageio import save_json
 from segdiff.model.from_sd import components_from_stable_diffusion
 from segdiff.model.pipeline import SegDiffPipeline
-from segdiff.model.text import ClassEmbedder
 from segdiff.model.tiny import build_tiny_components
 from segdiff.recipes import Recipe, save_recipe
 from segdiff.training import checkpoints
@@ -52,11 +50,9 @@ from segdiff.training.batches import (
     TrainingSamples,
     collate,
 )
-from segdiff.training.objective import Denoiser, diffusion_loss, encode_pair
+from segdiff.training.step import TrainingStep
 from segdiff.training.vae_pretrain import pretrain_vae
 from segdiff.training.validation import validate, validation_benchmark
-
-WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class TrainingDiverged(SegDiffInputError):
@@ -91,20 +87,6 @@ def pipeline_settings(recipe: Recipe) -> dict[str, Any]:
     }
 
 
-def learning_rate_schedule(
-    optimizer: torch.optim.Optimizer, recipe: Recipe
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Linear warm-up over ``optim.warmup_steps``, then the recipe's schedule."""
-    schedule = recipe.optim.schedule
-    # diffusers' "constant" ignores the warm-up; its "constant_with_warmup" honours it.
-    return get_scheduler(
-        "constant_with_warmup" if schedule == "constant" else schedule,
-        optimizer,
-        num_warmup_steps=recipe.optim.warmup_steps,
-        num_training_steps=recipe.train.steps,
-    )
-
-
 class Trainer:
     def __init__(self, recipe: Recipe, run_dir: Path, resume: Path | None):
         self.recipe = recipe
@@ -128,36 +110,11 @@ class Trainer:
         self.step = self.info.get("step", 0)
 
         components = self._components(resume)
-        self.scheduler = components["scheduler"]
-        self._check_timesteps()
-        device, dtype = self.accelerator.device, WEIGHT_DTYPES[recipe.train.mixed_precision]
+        self._check_timesteps(components["scheduler"])
         self.frozen = {name: components[name] for name in run_folder.FROZEN}
-        for name in ("vae", "text_encoder"):
-            self.frozen[name].requires_grad_(False).eval().to(device)
-            if dtype != torch.float32:  # frozen parts run in the mixed-precision dtype
-                self.frozen[name].to(dtype=dtype)
-        self.embedder = ClassEmbedder(
-            components["tokenizer"], components["text_encoder"], recipe.model.prompt_template
-        )
-        unet = components["unet"].train()
-        if recipe.train.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-        denoiser = Denoiser(unet, components["cam"].train()).to(device)
-        self.denoiser = denoiser
-        optimizer = self._optimizer(denoiser)
-        self.lr_scheduler = learning_rate_schedule(optimizer, recipe)
-        self.ema = (
-            EMAModel(denoiser.parameters(), decay=recipe.train.ema.decay)
-            if recipe.train.ema.enabled
-            else None
-        )
-        seed_state = np.random.SeedSequence([recipe.seed, self.accelerator.process_index])
-        self.generator = torch.Generator(device=device).manual_seed(
-            int(seed_state.generate_state(1)[0])
-        )
+        self.train_step = TrainingStep.from_recipe(components, recipe, self.accelerator)
         if resume is not None:
-            self._restore(resume / run_folder.TRAINING_STATE, optimizer)
-        self.model, self.optimizer = self.accelerator.prepare(denoiser, optimizer)
+            self._restore(resume / run_folder.TRAINING_STATE)
         self.position = self.info.get("data_position", 0)
         self.batches = self._batches(self.position)
         self.writer = SummaryWriter(str(run_folder.logs_dir(run_dir))) if self.is_main else None
@@ -218,40 +175,24 @@ class Trainer:
             )
         console.print(f"VAE pre-trained; latent scaling factor {scaling:.4f}")
 
-    def _check_timesteps(self) -> None:
-        count = self.scheduler.config.num_train_timesteps
+    def _check_timesteps(self, scheduler: DDIMScheduler) -> None:
+        count = scheduler.config.num_train_timesteps
         if self.recipe.train.noise.max_timestep >= count:
             raise SegDiffInputError(
                 f"train.noise.max_timestep must be below the scheduler's {count} timesteps"
             )
 
-    def _optimizer(self, denoiser: Denoiser) -> torch.optim.Optimizer:
-        optim = self.recipe.optim
-        options = {
-            "lr": optim.lr,
-            "betas": tuple(optim.betas),
-            "eps": optim.eps,
-            "weight_decay": optim.weight_decay,
-        }
-        if optim.eight_bit:
-            try:
-                import bitsandbytes
-            except ImportError:
-                console.print("optim.eight_bit: bitsandbytes is not installed; using AdamW")
-            else:
-                return bitsandbytes.optim.AdamW8bit(denoiser.parameters(), **options)
-        return torch.optim.AdamW(denoiser.parameters(), **options)
-
-    def _restore(self, state: Path, optimizer: torch.optim.Optimizer) -> None:
+    def _restore(self, state: Path) -> None:
         """Raw weights (the checkpoint's unet/ and cam/ hold the EMA ones when EMA is on),
         optimizer, LR schedule and this process's random state."""
-        if self.ema is not None:
-            self.ema.optimization_step = self.info.get("ema_step", 0)
+        step = self.train_step
+        if step.ema is not None:
+            step.ema.optimization_step = self.info.get("ema_step", 0)
         raw = checkpoints.load_raw_weights(state)
         if raw is not None:
-            self.denoiser.load_state_dict(raw)
-        checkpoints.load_training_state(state, optimizer, self.lr_scheduler)
-        checkpoints.load_rng(state, self.accelerator.process_index, self.generator)
+            step.denoiser.load_state_dict(raw)
+        checkpoints.load_training_state(state, step.optimizer, step.lr_scheduler)
+        checkpoints.load_rng(state, self.accelerator.process_index, step.generator)
 
     def _batches(self, position: int) -> Iterator[Batch]:
         data = self.recipe.data
@@ -304,74 +245,49 @@ class Trainer:
 
     def _optimizer_step(self) -> float:
         """One optimizer step over ``gradient_accumulation`` micro-batches; the mean loss of
-        all processes. Raises TrainingDiverged before touching the weights if it is not
-        finite."""
+        all processes. Raises TrainingDiverged, the weights untouched, if it is not finite."""
         accumulation = self.recipe.train.gradient_accumulation
-        total = torch.zeros((), device=self.accelerator.device)
-        for micro in range(accumulation):
-            batch = next(self.batches).to(self.accelerator.device)
-            self.position += 1
-            last = micro == accumulation - 1
-            sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
-            with sync:
-                loss = self._loss(batch) / accumulation
-                self.accelerator.backward(loss)
-            total += loss.detach()
-        mean = self.accelerator.reduce(total, reduction="mean").item()
-        if not np.isfinite(mean):
+        micro_batches = [next(self.batches) for _ in range(accumulation)]
+        self.position += accumulation
+        mean = self.train_step(micro_batches)
+        if not math.isfinite(mean):
             latest = run_folder.latest_checkpoint(self.run_dir)
             raise TrainingDiverged(
                 f"the training loss became {mean} at step {self.step + 1}: training diverged. "
                 "Lower optim.lr, lengthen optim.warmup_steps or use mixed_precision=bf16/no, "
                 + (f"then resume from {latest}." if latest else "then start again.")
             )
-        self.accelerator.clip_grad_norm_(self.model.parameters(), self.recipe.optim.max_grad_norm)
-        self.optimizer.step()
-        self.lr_scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.step(self.denoiser.parameters())
         return mean
-
-    def _loss(self, batch: Batch) -> torch.Tensor:
-        image_latents, mask_latents = encode_pair(self.frozen["vae"], batch.pixels, batch.masks)
-        embeddings = [self.embedder(names) for names in batch.classes]
-        return diffusion_loss(
-            self.model,
-            self.scheduler,
-            image_latents,
-            mask_latents,
-            embeddings,
-            self.generator,
-            self.recipe.train.noise,
-        )
 
     def _log_scalars(self, loss: float) -> None:
         if self.writer is not None:
             self.writer.add_scalar("train/loss", loss, self.step)
-            self.writer.add_scalar("train/lr", self.lr_scheduler.get_last_lr()[0], self.step)
+            self.writer.add_scalar(
+                "train/lr", self.train_step.lr_scheduler.get_last_lr()[0], self.step
+            )
 
     # -- weights out -----------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _inference_weights(self) -> Iterator[None]:
         """The weights to save or validate: the EMA ones when EMA is on; eval mode."""
-        parameters = list(self.denoiser.parameters())
-        if self.ema is not None:
-            self.ema.store(parameters)
-            self.ema.copy_to(parameters)
-        self.denoiser.eval()
+        denoiser, ema = self.train_step.denoiser, self.train_step.ema
+        parameters = list(denoiser.parameters())
+        if ema is not None:
+            ema.store(parameters)
+            ema.copy_to(parameters)
+        denoiser.eval()
         try:
             yield
         finally:
-            self.denoiser.train()
-            if self.ema is not None:
-                self.ema.restore(parameters)
+            denoiser.train()
+            if ema is not None:
+                ema.restore(parameters)
 
     def _pipeline(self) -> SegDiffPipeline:
         return SegDiffPipeline(
-            unet=self.denoiser.unet,
-            cam=self.denoiser.cam,
+            unet=self.train_step.denoiser.unet,
+            cam=self.train_step.denoiser.cam,
             **self.frozen,
             **pipeline_settings(self.recipe),
         )
@@ -382,18 +298,19 @@ class Trainer:
         if self.is_main:
             (temporary / run_folder.TRAINING_STATE).mkdir()
         self.accelerator.wait_for_everyone()
+        step = self.train_step
         checkpoints.save_rng(
-            temporary / run_folder.TRAINING_STATE, self.accelerator.process_index, self.generator
+            temporary / run_folder.TRAINING_STATE, self.accelerator.process_index, step.generator
         )
-        fingerprints = gather_object([checkpoints.weights_fingerprint(self.denoiser)])
+        fingerprints = gather_object([checkpoints.weights_fingerprint(step.denoiser)])
         if len(set(fingerprints)) > 1:
             raise RuntimeError(f"processes hold different weights at step {self.step}")
         if self.is_main:
             raw = None
-            if self.ema is not None:  # a copy: the EMA weights are swapped in place below
+            if step.ema is not None:  # a copy: the EMA weights are swapped in place below
                 raw = {
                     k: v.detach().to("cpu", copy=True)
-                    for k, v in self.denoiser.state_dict().items()
+                    for k, v in step.denoiser.state_dict().items()
                 }
             info = {
                 "step": self.step,
@@ -403,12 +320,12 @@ class Trainer:
                 * self.recipe.train.batch_size
                 * self.accelerator.num_processes,
                 "num_processes": self.accelerator.num_processes,
-                "ema_step": self.ema.optimization_step if self.ema is not None else None,
+                "ema_step": step.ema.optimization_step if step.ema is not None else None,
                 "weights_sha256": fingerprints,
             }
             with self._inference_weights():
                 checkpoints.write_checkpoint(
-                    temporary, self._pipeline(), self.optimizer, self.lr_scheduler, raw, info
+                    temporary, self._pipeline(), step.optimizer, step.lr_scheduler, raw, info
                 )
         self.accelerator.wait_for_everyone()
         if self.is_main:

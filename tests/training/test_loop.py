@@ -8,8 +8,9 @@ from safetensors.torch import load_file
 from segdiff import run_folder
 from segdiff.model.pipeline import SegDiffPipeline
 from segdiff.training import checkpoints
-from segdiff.training.loop import TrainingDiverged, learning_rate_schedule, train
+from segdiff.training.loop import TrainingDiverged, train
 from segdiff.training.objective import Denoiser
+from segdiff.training.step import learning_rate_schedule
 
 
 def trained_weights(folder) -> dict[str, torch.Tensor]:

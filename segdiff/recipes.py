@@ -1,27 +1,37 @@
-"""Training recipes: YAML files with ``base:`` inheritance, checked against a dataclass schema.
+"""Training recipes: YAML files with ``base:`` inheritance on an OmegaConf structured config.
 
-A recipe file may name another with ``base: other.yaml`` (relative to its own folder); the
-base is loaded first and the file's keys are merged over it, nested mappings key by key.
-Command-line overrides (``optim.lr=1e-5``) are merged last, their values read as YAML
-scalars. The merged mapping must match the schema below exactly: an unknown key or a value of
-the wrong type is a SegDiffInputError that names the key, so a typo never trains silently
-with a default.
+The schema is the dataclasses below (a new setting is one field). A recipe file may name
+another with ``base: other.yaml`` (relative to its own folder); the base is applied first and
+the file's keys over it, nested mappings key by key. Command-line overrides
+(``optim.lr=1e-5``) come last, their values read as YAML scalars. OmegaConf checks every key
+and converts every value to its field's type, so a typo never trains silently with a default;
+its errors are reworded here into a SegDiffInputError that names the key and what it takes.
+Ranges and combinations the types cannot express are checked after.
 """
 
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from omegaconf import DictConfig, OmegaConf, flag_override
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    ConfigTypeError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from segdiff.errors import SegDiffInputError
 from segdiff.imageio import save_text
-from segdiff.model.text import DEFAULT_PROMPT_TEMPLATE
-
-TINY_COMPONENTS = ("vae", "unet", "text_encoder", "scheduler")
+from segdiff.model.from_sd import SD2_HUB_ID
+from segdiff.model.pipeline import DEFAULTS, PipelineDefaults
+from segdiff.model.tiny import TINY_CONFIGS
 
 
 @dataclass
@@ -29,15 +39,25 @@ class ModelRecipe:
     """Where the networks come from, and the inference defaults saved with the trained model."""
 
     kind: Literal["tiny", "stable-diffusion"] = "tiny"
-    pretrained: str = "stabilityai/stable-diffusion-2"
+    pretrained: str = SD2_HUB_ID
     """Stable Diffusion 2 folder or hub id (kind stable-diffusion)."""
     tiny: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Overrides of segdiff.model.tiny.TINY_CONFIGS per component (kind tiny)."""
-    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
-    denoising_steps: int = 10
-    ensemble_size: int = 5
-    processing_resolution: int = 768
-    max_classes_per_pass: int = 32
+    prompt_template: str = DEFAULTS.prompt_template
+    denoising_steps: int = DEFAULTS.default_denoising_steps
+    ensemble_size: int = DEFAULTS.default_ensemble_size
+    processing_resolution: int = DEFAULTS.default_processing_resolution
+    max_classes_per_pass: int = DEFAULTS.max_classes_per_pass
+
+    def pipeline_defaults(self) -> PipelineDefaults:
+        """The inference settings the trained model is saved with."""
+        return PipelineDefaults(
+            prompt_template=self.prompt_template,
+            default_denoising_steps=self.denoising_steps,
+            default_ensemble_size=self.ensemble_size,
+            default_processing_resolution=self.processing_resolution,
+            max_classes_per_pass=self.max_classes_per_pass,
+        )
 
 
 @dataclass
@@ -158,11 +178,20 @@ class Recipe:
 def load_recipe(path: str | Path, overrides: dict[str, str] | None = None) -> Recipe:
     """Read a recipe file (with its bases), apply ``key.path=value`` overrides, validate."""
     path = Path(path)
-    merged = _read_with_bases(path, chain=())
-    merged.setdefault("name", path.stem)
+    config = OmegaConf.structured(Recipe(name=path.stem))
+    for data in _read_with_bases(path, chain=()):
+        for key, value in _leaves(data):
+            if value is None and isinstance(OmegaConf.select(config, key), DictConfig):
+                continue  # an empty section ("train:" with nothing under it)
+            _update(config, key, value)
     for key, text in (overrides or {}).items():
-        _set_dotted(merged, key, _parse_scalar(key, text))
-    recipe = _build(Recipe, merged, where="")
+        if not all(key.split(".")):
+            raise SegDiffInputError(f"override key {key!r} is not a dotted path like optim.lr")
+        _update(config, key, _parse_scalar(key, text))
+    try:
+        recipe = OmegaConf.to_object(config)
+    except OmegaConfBaseException as err:  # e.g. a "${...}" that OmegaConf cannot resolve
+        raise SegDiffInputError(_explain(err, None)) from None
     _check_values(recipe)
     return recipe
 
@@ -172,7 +201,9 @@ def save_recipe(recipe: Recipe, dest: str | Path) -> None:
     save_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), dest)
 
 
-def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> list[dict[str, Any]]:
+    """The mappings of ``path``'s base chain and of ``path`` itself, to apply in this order.
+    Bases lose their ``name``: a run is named after the recipe given."""
     path = path.resolve()
     if path in chain:
         cycle = " -> ".join(p.name for p in (*chain, path))
@@ -193,22 +224,34 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         )
     base = data.pop("base", None)
     if base is None:
-        return data
+        return [data]
     if not isinstance(base, str):
         raise SegDiffInputError(f"recipe {path}: 'base' must be a file path, got {base!r}")
     inherited = _read_with_bases(path.parent / base, (*chain, path))
-    inherited.pop("name", None)  # a run is named after the recipe given, not its base
-    return _merge(inherited, data)
+    for mapping in inherited:
+        mapping.pop("name", None)
+    return [*inherited, data]
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+def _update(config: DictConfig, key: str, value: Any) -> None:
+    """Set a dotted key, merging mappings. A true/false field takes YAML's true and false
+    only (OmegaConf's strict mode): its default conversion would read 1 or "on" as true."""
+    strict = isinstance(OmegaConf.select(config, key), bool)
+    try:
+        with flag_override(config, "convert", False if strict else None):
+            OmegaConf.update(config, key, value, merge=True)
+    except OmegaConfBaseException as err:
+        raise SegDiffInputError(_explain(err, value)) from None
+
+
+def _leaves(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every value that is not itself a non-empty mapping. Applied
+    one by one, nested mappings merge key by key, and an error names the full key."""
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
         else:
-            merged[key] = value
-    return merged
+            yield f"{prefix}{key}", value
 
 
 def _parse_scalar(key: str, text: str) -> Any:
@@ -218,93 +261,61 @@ def _parse_scalar(key: str, text: str) -> Any:
         raise SegDiffInputError(f"override {key}={text!r} is not a valid YAML value") from err
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    if not all(parts):
-        raise SegDiffInputError(f"override key {key!r} is not a dotted path like optim.lr")
-    node = data
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise SegDiffInputError(f"override {key}: {part!r} holds a value, not a section")
-        node = child
-    node[parts[-1]] = value
+def _explain(err: OmegaConfBaseException, given: Any) -> str:
+    """OmegaConf's error as one sentence naming the recipe key and what it takes; ``given``
+    is the value being set, for errors that do not name the offending value."""
+    key = getattr(err, "full_key", None) or "the recipe"
+    parent = getattr(err, "object_type", None)
+    if isinstance(err, ConfigKeyError | ConfigAttributeError) and is_dataclass(parent):
+        section = key.rpartition(".")[0] or "the recipe"
+        fields = ", ".join(f.name for f in dataclasses.fields(parent))
+        return f"unknown recipe key(s) {key}; {section} takes: {fields}"
+    expected = _expected_type(err) if isinstance(err, ValidationError | ConfigTypeError) else None
+    if expected is None:
+        return f"recipe key {key}: {str(err.msg).splitlines()[0]}"
+    value = getattr(err, "value", None)
+    value = given if value is None else value
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    if isinstance(value, dict) and not _is_mapping(expected):
+        return f"recipe key {key} holds a value, not a section"
+    return f"recipe key {key} must be {_describe(expected)}, got {value!r}"
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Instantiate dataclass ``cls`` from a mapping, checking every key and type."""
-    label = where or "the recipe"
-    if not isinstance(data, dict):
-        raise SegDiffInputError(f"recipe key {label} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise SegDiffInputError(
-            f"unknown recipe key(s) {', '.join(_join(where, k) for k in unknown)}; "
-            f"{label} takes: {', '.join(known)}"
-        )
-    values = {}
-    for name, value in data.items():
-        key = _join(where, name)
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, value if value is not None else {}, key)
-        else:
-            values[name] = _check_type(key, hint, value)
-    return cls(**values)
+def _expected_type(err: OmegaConfBaseException) -> Any:
+    """The type hint of the key that failed: a dataclass field or section, a list item, a
+    mapping value; None when the error is about something else."""
+    parent, ref = getattr(err, "object_type", None), getattr(err, "ref_type", None)
+    if is_dataclass(parent):
+        if getattr(err, "key", None) is None:  # the section itself
+            return parent
+        hints = typing.get_type_hints(parent)
+        return hints.get(err.key)
+    if typing.get_origin(ref) in (list, dict):
+        return typing.get_args(ref)[-1]
+    return None
 
 
-def _join(where: str, name: str) -> str:
-    return f"{where}.{name}" if where else name
+def _is_mapping(hint: Any) -> bool:
+    return is_dataclass(hint) or typing.get_origin(hint) is dict
 
 
-def _check_type(key: str, hint: Any, value: Any) -> Any:
-    """Return ``value`` as type ``hint`` or raise a clear error (numbers in strings accepted,
-    since YAML reads ``1e-5`` as a string)."""
+def _describe(hint: Any) -> str:
+    """A type hint in words, for error messages."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
         (inner,) = [a for a in args if a is not type(None)]
-        return _check_type(key, inner, value)
+        return f"{_describe(inner)} or null"
     if origin is Literal:
-        if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise SegDiffInputError(f"recipe key {key} must be one of {choices}, got {value!r}")
-        return value
+        return "one of " + ", ".join(repr(a) for a in args)
     if origin is list:
-        if not isinstance(value, list):
-            raise SegDiffInputError(f"recipe key {key} must be a list, got {value!r}")
-        return [_check_type(f"{key}[{i}]", args[0], item) for i, item in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-            raise SegDiffInputError(
-                f"recipe key {key} must be a mapping of component name to settings, got {value!r}"
-            )
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise SegDiffInputError(f"recipe key {key} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SegDiffInputError(f"recipe key {key} must be a whole number, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SegDiffInputError(f"recipe key {key} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise SegDiffInputError(f"recipe key {key} must be text, got {value!r}")
-        return value
-    return value
+        return "a list"
+    if origin is dict and typing.get_origin(args[1]) is dict:
+        return "a mapping of component name to settings"
+    if origin is dict or is_dataclass(hint):
+        return "a mapping"
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+    return names.get(hint, str(hint))
 
 
 def _check_values(recipe: Recipe) -> None:
@@ -362,9 +373,10 @@ def _check_values(recipe: Recipe) -> None:
         problems.append("train.noise needs 0 <= min_timestep <= max_timestep")
     if "{}" not in recipe.model.prompt_template:
         problems.append("model.prompt_template needs a '{}' slot for the class name")
-    unknown = sorted(set(recipe.model.tiny) - set(TINY_COMPONENTS))
+    unknown = sorted(set(recipe.model.tiny) - set(TINY_CONFIGS))
     if unknown:
-        problems.append(f"model.tiny has unknown components {unknown}; known: {TINY_COMPONENTS}")
+        known = tuple(TINY_CONFIGS)
+        problems.append(f"model.tiny has unknown components {unknown}; known: {known}")
     for value in (recipe.validation.denoising_steps, recipe.validation.ensemble_size):
         if value is not None and value < 1:
             problems.append("validation.denoising_steps and ensemble_size must be at least 1")

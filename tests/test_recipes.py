@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from segdiff.errors import SegDiffInputError
+from segdiff.model.pipeline import DEFAULTS
 from segdiff.recipes import Recipe, load_recipe, save_recipe
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -110,3 +111,33 @@ def test_saved_recipe_loads_back_identical(tmp_path):
     again = load_recipe(tmp_path / "recipe.yaml")
     assert again == recipe
     assert isinstance(again, Recipe)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("train:\n  ema: 3\n", "recipe key train.ema must be a mapping, got 3"),
+        ("optim:\n  lr: [1]\n", "recipe key optim.lr must be a number, got [1]"),
+        ("data:\n  scale: [1.0, x]\n", "recipe key data.scale[1] must be a number, got 'x'"),
+        ("bogus: 1\n", "unknown recipe key(s) bogus; the recipe takes: name, seed, model"),
+        ("data:\n  hflip: 'yes'\n", "recipe key data.hflip must be true or false, got 'yes'"),
+    ],
+)
+def test_errors_in_files_name_the_full_key(tmp_path, content, message):
+    (tmp_path / "r.yaml").write_text(content, encoding="utf-8")
+    with pytest.raises(SegDiffInputError) as err:
+        load_recipe(tmp_path / "r.yaml")
+    assert message in str(err.value)
+
+
+def test_empty_sections_and_numbers_as_yaml_writes_them(tmp_path):
+    (tmp_path / "r.yaml").write_text("train:\noptim:\n  lr: 1e-4\n  betas: [1, 0.5]\n")
+    recipe = load_recipe(tmp_path / "r.yaml")
+    assert recipe.train == Recipe().train
+    assert recipe.optim.lr == pytest.approx(1e-4) and recipe.optim.betas == [1.0, 0.5]
+
+
+def test_model_defaults_are_the_pipeline_defaults():
+    assert Recipe().model.pipeline_defaults() == DEFAULTS
+    tiny = load_recipe(RECIPES / "tiny-shapes.yaml").model.pipeline_defaults()
+    assert (tiny.default_denoising_steps, tiny.max_classes_per_pass) == (1, 7)

@@ -29,7 +29,7 @@ import json
 import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -436,18 +436,13 @@ def describe(onnx, pipe: SegDiffPipeline, graphs: list[Graph], folder: Path) -> 
             "inputs": [spec(value) for value in proto.graph.input],
             "outputs": [spec(value) for value in proto.graph.output],
         }
-    config = pipe.config
     return {
         "format": "segdiff-onnx",
         "format_version": 1,
         "opset": OPSET,
         "graphs": entries,
         "pipeline": {
-            "prompt_template": config.prompt_template,
-            "default_denoising_steps": config.default_denoising_steps,
-            "default_ensemble_size": config.default_ensemble_size,
-            "default_processing_resolution": config.default_processing_resolution,
-            "max_classes_per_pass": config.max_classes_per_pass,
+            **asdict(pipe.defaults),
             "latent_multiple": pipe.latent_multiple,
             "vae_scale_factor": 2 ** (len(pipe.vae.config.block_out_channels) - 1),
             "gray_level": "round(255 * (k + 1) / K) for class k of K; 0 = none",

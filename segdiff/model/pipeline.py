@@ -7,7 +7,7 @@ snaps to class indices (depth coding), and members vote per pixel.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,22 @@ from segdiff.model.text import DEFAULT_PROMPT_TEMPLATE, ClassEmbedder, check_cla
 
 # A class counts as found in a first-pass chunk when it covers at least this pixel fraction.
 FOUND_FRACTION = 0.002
+
+
+@dataclass(frozen=True)
+class PipelineDefaults:
+    """The inference settings a model is saved with (model_index.json): the one source of
+    their default values. A recipe's ``model`` section sets them for the model it trains."""
+
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    default_denoising_steps: int = 10
+    default_ensemble_size: int = 5
+    default_processing_resolution: int = 768
+    max_classes_per_pass: int = 32
+    """Longer class lists are decoded in two passes (see ``_segment_vocabulary``)."""
+
+
+DEFAULTS = PipelineDefaults()
 
 
 @dataclass
@@ -52,11 +68,11 @@ class SegDiffPipeline(DiffusionPipeline):
         unet: UNet2DConditionModel,
         scheduler: DDIMScheduler,
         cam: ContentAttentionModule,
-        prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
-        default_denoising_steps: int = 10,
-        default_ensemble_size: int = 5,
-        default_processing_resolution: int = 768,
-        max_classes_per_pass: int = 32,
+        prompt_template: str = DEFAULTS.prompt_template,
+        default_denoising_steps: int = DEFAULTS.default_denoising_steps,
+        default_ensemble_size: int = DEFAULTS.default_ensemble_size,
+        default_processing_resolution: int = DEFAULTS.default_processing_resolution,
+        max_classes_per_pass: int = DEFAULTS.max_classes_per_pass,
     ):
         super().__init__()
         self.register_modules(
@@ -90,6 +106,11 @@ class SegDiffPipeline(DiffusionPipeline):
         from segdiff.model.from_sd import components_from_stable_diffusion
 
         return cls(**components_from_stable_diffusion(sd_name_or_path, **kwargs))
+
+    @property
+    def defaults(self) -> PipelineDefaults:
+        """The inference settings saved with this model."""
+        return PipelineDefaults(**{f.name: self.config[f.name] for f in fields(PipelineDefaults)})
 
     @property
     def latent_multiple(self) -> int:

@@ -11,6 +11,7 @@ state in each checkpoint so that a resumed run continues exactly as the original
 import contextlib
 import math
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -73,18 +74,6 @@ def build_components(recipe: Recipe) -> dict[str, Any]:
         except (TypeError, ValueError) as err:
             raise SegDiffInputError(f"model.tiny overrides do not build a model: {err}") from err
     return components_from_stable_diffusion(recipe.model.pretrained)
-
-
-def pipeline_settings(recipe: Recipe) -> dict[str, Any]:
-    """The inference defaults saved with the model."""
-    model = recipe.model
-    return {
-        "prompt_template": model.prompt_template,
-        "default_denoising_steps": model.denoising_steps,
-        "default_ensemble_size": model.ensemble_size,
-        "default_processing_resolution": model.processing_resolution,
-        "max_classes_per_pass": model.max_classes_per_pass,
-    }
 
 
 class Trainer:
@@ -289,7 +278,7 @@ class Trainer:
             unet=self.train_step.denoiser.unet,
             cam=self.train_step.denoiser.cam,
             **self.frozen,
-            **pipeline_settings(self.recipe),
+            **asdict(self.recipe.model.pipeline_defaults()),
         )
 
     def _save_checkpoint(self) -> None:

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from segdiff.errors import SegDiffInputError
+
 MAX_CLASSES = 255
 """Classes one mask (and one uint8 label map) can hold."""
 NONE_LABEL = 255
@@ -28,7 +30,7 @@ IGNORE = 65535
 
 def check_num_classes(num_classes: int) -> None:
     if not 1 <= num_classes <= MAX_CLASSES:
-        raise ValueError(f"a class list holds 1 to {MAX_CLASSES} classes, got {num_classes}")
+        raise SegDiffInputError(f"a class list holds 1 to {MAX_CLASSES} classes, got {num_classes}")
 
 
 def label_dtype(num_classes: int) -> np.dtype:
@@ -75,7 +77,7 @@ def encode(labels: np.ndarray, num_classes: int) -> np.ndarray:
     labels = np.asarray(labels)
     valid = labels != NONE_LABEL
     if valid.any() and (labels[valid].min() < 0 or labels[valid].max() >= num_classes):
-        raise ValueError(f"labels must be in 0..{num_classes - 1} or {NONE_LABEL}")
+        raise SegDiffInputError(f"labels must be in 0..{num_classes - 1} or {NONE_LABEL}")
     lut = np.zeros(NONE_LABEL + 1, dtype=np.uint8)
     lut[:num_classes] = levels
     return lut[labels.astype(np.int64) & 0xFF] * valid.astype(np.uint8)

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segdiff import depth_coding
+from segdiff.errors import SegDiffInputError
 
 
 @given(st.integers(1, 255), st.integers(0, 2**32 - 1))
@@ -45,14 +46,15 @@ def test_noisy_gray_within_half_a_step_decodes_exactly():
 
 
 @pytest.mark.parametrize("bad", [0, 256, -1])
-def test_class_count_outside_1_to_255_is_rejected(bad):
-    with pytest.raises(ValueError, match="1 to 255"):
+def test_class_count_outside_1_to_255_is_an_input_error(bad):
+    with pytest.raises(SegDiffInputError, match="1 to 255"):
         depth_coding.gray_levels(bad)
 
 
-def test_labels_outside_the_list_are_rejected():
-    with pytest.raises(ValueError, match="0..2"):
+def test_labels_outside_the_list_are_an_input_error():
+    with pytest.raises(SegDiffInputError, match="0..2"):
         depth_coding.encode(np.array([[0, 3]]), 3)
+    assert issubclass(SegDiffInputError, ValueError)
 
 
 def test_label_maps_widen_past_255_classes():

@@ -12,10 +12,10 @@ from segdiff.errors import SegDiffInputError
 F = TypeVar("F", bound=Callable)
 
 
-def fail(message: str) -> typer.Exit:
-    """Print a one-paragraph error and return the Exit(2) to raise."""
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a one-paragraph error and return the Exit to raise (code 2: bad input)."""
     console.print(f"Error: {message}", markup=False, style="red", soft_wrap=True)
-    return typer.Exit(code=2)
+    return typer.Exit(code=code)
 
 
 def reports_input_errors(command: F) -> F:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from segdiff.cli.common import console, reports_input_errors
+from segdiff.cli.common import console, fail, reports_input_errors
 
 
 class ExportFormat(str, Enum):
@@ -54,7 +54,7 @@ def command(
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from segdiff.export import export_diffusers, export_onnx
+    from segdiff.export import ExportVerificationError, export_diffusers, export_onnx
 
     for library in (diffusers_logging, transformers_logging):
         library.set_verbosity_error()
@@ -69,13 +69,16 @@ def command(
         transient=True,
     ) as progress:
         task = progress.add_task("Starting", total=None)
-        result = exporter(
-            model,
-            out,
-            dtype=dtype.value,
-            overwrite=overwrite,
-            on_step=lambda description: progress.update(task, description=description),
-        )
+        try:
+            result = exporter(
+                model,
+                out,
+                dtype=dtype.value,
+                overwrite=overwrite,
+                on_step=lambda description: progress.update(task, description=description),
+            )
+        except ExportVerificationError as err:  # the export's fault, not the input's: exit 1
+            raise fail(str(err), code=1) from None
     if export_format is ExportFormat.onnx:
         for name, check in result["graphs"].items():
             console.print(f"{name}.onnx: max difference from PyTorch {check['max_abs_diff']:.2g}")

@@ -52,8 +52,9 @@ EXTERNAL_DATA_THRESHOLD = 1024
 INSTALL_HINT = "ONNX export needs onnx and onnxruntime: pip install segdiff[onnx]"
 
 
-class ExportVerificationError(SegDiffInputError):
-    """An exported graph disagrees with PyTorch beyond the tolerance."""
+class ExportVerificationError(RuntimeError):
+    """An exported graph disagrees with PyTorch beyond the tolerance: a fault of the export,
+    not of the user's input."""
 
 
 @dataclass
@@ -67,9 +68,19 @@ class Graph:
     outputs: dict[str, dict[int, str]]
     example: Callable[[int], dict[str, torch.Tensor]]
     """Random inputs of shape variant 0 or 1 (seeded)."""
-    reference: Callable[[dict[str, torch.Tensor]], torch.Tensor]
-    """What PyTorch computes for those inputs."""
     description: str
+    reference: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None
+    """What PyTorch computes for those inputs; default: the module itself."""
+
+    def expected(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.reference(inputs) if self.reference else self.module(**inputs)
+
+
+# Symbolic axes of the graphs' inputs and outputs.
+BATCH = {0: "batch"}
+CLASS_LIST = {0: "batch", 1: "classes"}
+SPATIAL = {0: "batch", 2: "height", 3: "width"}
+LATENT = {0: "batch", 2: "latent_height", 3: "latent_width"}
 
 
 def export_onnx(
@@ -206,149 +217,156 @@ class _VaeDecoderGraph(nn.Module):
         return self.vae.decode(latent / self.vae.config.scaling_factor).sample
 
 
-def build_graphs(pipe: SegDiffPipeline) -> list[Graph]:
-    """The five graphs of ``pipe``, with random example inputs of two shapes each."""
-    dtype = pipe.unet.dtype
-    dim = pipe.unet.config.cross_attention_dim
-    latent_channels = pipe.vae.config.latent_channels
-    vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    unit = pipe.latent_multiple // vae_factor  # smallest latent side every UNet level divides
-    # (batch, latent height, latent width, classes) of the two shapes every graph is run at.
-    shapes = [(1, unit, 2 * unit, 3), (2, 2 * unit, unit, 5)]
-    tokenizer = pipe.tokenizer
-    special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
-    ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+class ExampleInputs:
+    """Seeded random inputs for every graph, at two shape variants (0 and 1) that differ in
+    batch, spatial size and class count, so a shape frozen by tracing fails verification."""
 
+    def __init__(self, pipe: SegDiffPipeline):
+        self.dtype = pipe.unet.dtype
+        self.dim = pipe.unet.config.cross_attention_dim
+        self.latent_channels = pipe.vae.config.latent_channels
+        self.vae_scale_factor = pipe.vae_scale_factor
+        self.num_train_timesteps = pipe.scheduler.config.num_train_timesteps
+        unit = pipe.latent_multiple // pipe.vae_scale_factor  # smallest latent side
+        # (batch, latent height, latent width, classes) of the two variants
+        self.shapes = [(1, unit, 2 * unit, 3), (2, 2 * unit, unit, 5)]
+        self.tokenizer = pipe.tokenizer
+        special = {self.tokenizer.bos_token_id, self.tokenizer.eos_token_id}
+        special.add(self.tokenizer.pad_token_id)
+        self.ordinary = torch.tensor([i for i in range(len(self.tokenizer)) if i not in special])
+
+    @staticmethod
     def generator(variant: int) -> torch.Generator:
         return torch.Generator().manual_seed(variant)
 
-    def class_lists(variant: int) -> dict[str, torch.Tensor]:
-        batch, _, _, classes = shapes[variant]
-        g = generator(variant)
+    def token_ids(self, variant: int) -> dict[str, torch.Tensor]:
+        batch, length = (1, 3)[variant], self.tokenizer.model_max_length
+        g = self.generator(variant)
+        ids = self.ordinary[torch.randint(len(self.ordinary), (batch, length), generator=g)]
+        ids[:, 0] = self.tokenizer.bos_token_id
+        for row in ids:
+            end = int(torch.randint(2, length, (1,), generator=g))
+            row[end] = self.tokenizer.eos_token_id
+            row[end + 1 :] = self.tokenizer.pad_token_id
+        return {"input_ids": ids}
+
+    def class_lists(self, variant: int) -> dict[str, torch.Tensor]:
+        batch, _, _, classes = self.shapes[variant]
+        g = self.generator(variant)
         counts = [classes] + [int(torch.randint(1, classes + 1, (1,), generator=g))] * (batch - 1)
         mask = torch.arange(classes)[None] < torch.tensor(counts)[:, None]
         levels = torch.zeros(batch, classes)
         for i, count in enumerate(counts):
             levels[i, :count] = torch.from_numpy(depth_coding.gray_levels(count) / 255.0)
-        embeddings = torch.randn(batch, classes, dim, generator=g).to(dtype)
+        embeddings = torch.randn(batch, classes, self.dim, generator=g).to(self.dtype)
         return {"class_embeddings": embeddings, "levels": levels, "attention_mask": mask}
 
-    def token_ids(variant: int) -> dict[str, torch.Tensor]:
-        batch = (1, 3)[variant]
-        length = tokenizer.model_max_length
-        g = generator(variant)
-        ids = ordinary[torch.randint(len(ordinary), (batch, length), generator=g)]
-        ids[:, 0] = tokenizer.bos_token_id
-        for row in ids:
-            end = int(torch.randint(2, length, (1,), generator=g))
-            row[end] = tokenizer.eos_token_id
-            row[end + 1 :] = tokenizer.pad_token_id
-        return {"input_ids": ids}
-
-    def unet_inputs(variant: int) -> dict[str, torch.Tensor]:
-        batch, height, width, _ = shapes[variant]
-        g = generator(variant)
-        context = class_lists(variant)
-        # Variant 0 gives one timestep per sample, variant 1 one for the whole batch.
-        steps = batch if variant == 0 else 1
+    def unet_inputs(self, variant: int) -> dict[str, torch.Tensor]:
+        batch, height, width, _ = self.shapes[variant]
+        g = self.generator(variant)
+        context = self.class_lists(variant)
+        steps = batch if variant == 0 else 1  # one timestep per sample, or one for the batch
+        sample = torch.randn(batch, 2 * self.latent_channels, height, width, generator=g)
         return {
-            "sample": torch.randn(batch, 2 * latent_channels, height, width, generator=g).to(dtype),
-            "timestep": torch.randint(pipe.scheduler.config.num_train_timesteps, (steps,)),
+            "sample": sample.to(self.dtype),
+            "timestep": torch.randint(self.num_train_timesteps, (steps,)),
             "encoder_hidden_states": context["class_embeddings"],
             "encoder_attention_mask": context["attention_mask"],
         }
 
-    def image(variant: int) -> dict[str, torch.Tensor]:
-        batch, height, width, _ = shapes[variant]
-        size = (batch, 3, height * vae_factor, width * vae_factor)
-        return {"image": (torch.rand(size, generator=generator(variant)) * 2 - 1).to(dtype)}
+    def image(self, variant: int) -> dict[str, torch.Tensor]:
+        batch, height, width, _ = self.shapes[variant]
+        size = (batch, 3, height * self.vae_scale_factor, width * self.vae_scale_factor)
+        pixels = torch.rand(size, generator=self.generator(variant)) * 2 - 1
+        return {"image": pixels.to(self.dtype)}
 
-    def latent(variant: int) -> dict[str, torch.Tensor]:
-        batch, height, width, _ = shapes[variant]
-        size = (batch, latent_channels, height, width)
-        return {"latent": torch.randn(size, generator=generator(variant)).to(dtype)}
+    def latent(self, variant: int) -> dict[str, torch.Tensor]:
+        batch, height, width, _ = self.shapes[variant]
+        size = (batch, self.latent_channels, height, width)
+        return {"latent": torch.randn(size, generator=self.generator(variant)).to(self.dtype)}
 
-    def cam_reference(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        lists = [
-            embeddings[mask]
-            for embeddings, mask in zip(
-                inputs["class_embeddings"], inputs["attention_mask"], strict=True
-            )
-        ]
-        return pipe.cam(lists)[0]
 
-    batch = {0: "batch"}
-    classes = {0: "batch", 1: "classes"}
-    spatial = {0: "batch", 2: "height", 3: "width"}
-    latent_axes = {0: "batch", 2: "latent_height", 3: "latent_width"}
-    graphs = [
-        (
-            "text_encoder",
-            _TextEncoderGraph(pipe.text_encoder),
-            {"input_ids": batch},
-            {"embedding": batch},
-            token_ids,
-            "token ids of one prompt per row, padded to the tokenizer's maximum length -> "
-            "pooled (end-of-text) embedding",
-        ),
-        (
-            "cam",
-            _CamGraph(pipe.cam),
-            {"class_embeddings": classes, "levels": classes, "attention_mask": classes},
-            {"context": classes},
-            class_lists,
-            "class embeddings in class-list order, gray level / 255 of each class "
-            "(round(255 * (k + 1) / K) / 255 for class k of K), mask (True = real class) -> "
-            "UNet context, zero at padding",
-        ),
-        (
-            "unet",
-            _UNetGraph(pipe.unet),
-            {
-                "sample": spatial,
-                "timestep": {0: "timestep_batch"},
-                "encoder_hidden_states": classes,
-                "encoder_attention_mask": classes,
-            },
-            {"prediction": spatial},
-            unet_inputs,
-            "concat(image latent, noisy mask latent) on channels, DDIM timestep, CAM context "
-            f"-> the scheduler's {pipe.scheduler.config.prediction_type} target",
-        ),
-        (
-            "vae_encoder",
-            _VaeEncoderGraph(pipe.vae),
-            {"image": spatial},
-            {"latent": latent_axes},
-            image,
-            "image in [-1, 1] -> latent mean times the VAE scaling factor",
-        ),
-        (
-            "vae_decoder",
-            _VaeDecoderGraph(pipe.vae),
-            {"latent": latent_axes},
-            {"image": spatial},
-            latent,
-            "latent (as the encoder gives it) -> image in about [-1, 1]; segdiff averages "
-            "its 3 channels to one gray map",
-        ),
-    ]
+def build_graphs(pipe: SegDiffPipeline) -> list[Graph]:
+    """The five graphs of ``pipe``, with random example inputs of two shapes each."""
+    examples = ExampleInputs(pipe)
     return [
-        Graph(
-            name=name,
-            module=module.eval(),
-            inputs=inputs,
-            outputs=outputs,
-            example=example,
-            reference=cam_reference if name == "cam" else _module_reference(module),
-            description=description,
-        )
-        for name, module, inputs, outputs, example, description in graphs
+        text_encoder_graph(pipe, examples),
+        cam_graph(pipe, examples),
+        unet_graph(pipe, examples),
+        vae_encoder_graph(pipe, examples),
+        vae_decoder_graph(pipe, examples),
     ]
 
 
-def _module_reference(module: nn.Module) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
-    return lambda inputs: module(**inputs)
+def text_encoder_graph(pipe: SegDiffPipeline, examples: ExampleInputs) -> Graph:
+    return Graph(
+        name="text_encoder",
+        module=_TextEncoderGraph(pipe.text_encoder).eval(),
+        inputs={"input_ids": BATCH},
+        outputs={"embedding": BATCH},
+        example=examples.token_ids,
+        description="token ids of one prompt per row, padded to the tokenizer's maximum "
+        "length -> pooled (end-of-text) embedding",
+    )
+
+
+def cam_graph(pipe: SegDiffPipeline, examples: ExampleInputs) -> Graph:
+    def unpadded_lists(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The pipeline's own CAM on the class lists without their padding."""
+        embeddings, masks = inputs["class_embeddings"], inputs["attention_mask"]
+        return pipe.cam([rows[mask] for rows, mask in zip(embeddings, masks, strict=True)])[0]
+
+    return Graph(
+        name="cam",
+        module=_CamGraph(pipe.cam).eval(),
+        inputs={"class_embeddings": CLASS_LIST, "levels": CLASS_LIST, "attention_mask": CLASS_LIST},
+        outputs={"context": CLASS_LIST},
+        example=examples.class_lists,
+        description="class embeddings in class-list order, gray level / 255 of each class "
+        "(round(255 * (k + 1) / K) / 255 for class k of K), mask (True = real class) -> UNet "
+        "context, zero at padding",
+        reference=unpadded_lists,
+    )
+
+
+def unet_graph(pipe: SegDiffPipeline, examples: ExampleInputs) -> Graph:
+    return Graph(
+        name="unet",
+        module=_UNetGraph(pipe.unet).eval(),
+        inputs={
+            "sample": SPATIAL,
+            "timestep": {0: "timestep_batch"},
+            "encoder_hidden_states": CLASS_LIST,
+            "encoder_attention_mask": CLASS_LIST,
+        },
+        outputs={"prediction": SPATIAL},
+        example=examples.unet_inputs,
+        description="concat(image latent, noisy mask latent) on channels, DDIM timestep, CAM "
+        f"context -> the scheduler's {pipe.scheduler.config.prediction_type} target",
+    )
+
+
+def vae_encoder_graph(pipe: SegDiffPipeline, examples: ExampleInputs) -> Graph:
+    return Graph(
+        name="vae_encoder",
+        module=_VaeEncoderGraph(pipe.vae).eval(),
+        inputs={"image": SPATIAL},
+        outputs={"latent": LATENT},
+        example=examples.image,
+        description="image in [-1, 1] -> latent mean times the VAE scaling factor",
+    )
+
+
+def vae_decoder_graph(pipe: SegDiffPipeline, examples: ExampleInputs) -> Graph:
+    return Graph(
+        name="vae_decoder",
+        module=_VaeDecoderGraph(pipe.vae).eval(),
+        inputs={"latent": LATENT},
+        outputs={"image": SPATIAL},
+        example=examples.latent,
+        description="latent (as the encoder gives it) -> image in about [-1, 1]; segdiff "
+        "averages its 3 channels to one gray map",
+    )
 
 
 def _export_graph(onnx, graph: Graph, dest: Path) -> None:
@@ -390,7 +408,7 @@ def _verify(onnxruntime, graph: Graph, path: Path, dtype: str) -> dict[str, Any]
     for variant in (0, 1):
         inputs = graph.example(variant)
         with torch.no_grad():
-            expected = graph.reference(inputs).float().numpy()
+            expected = graph.expected(inputs).float().numpy()
         feed = {name: tensor.numpy() for name, tensor in inputs.items()}
         actual = session.run(None, feed)[0].astype(np.float32)
         if actual.shape != expected.shape:
@@ -444,7 +462,7 @@ def describe(onnx, pipe: SegDiffPipeline, graphs: list[Graph], folder: Path) -> 
         "pipeline": {
             **asdict(pipe.defaults),
             "latent_multiple": pipe.latent_multiple,
-            "vae_scale_factor": 2 ** (len(pipe.vae.config.block_out_channels) - 1),
+            "vae_scale_factor": pipe.vae_scale_factor,
             "gray_level": "round(255 * (k + 1) / K) for class k of K; 0 = none",
             "tokenizer": "tokenizer/ (pad every prompt to its model_max_length)",
             "scheduler": "scheduler/scheduler_config.json (DDIM)",

@@ -18,7 +18,8 @@ import torch
 
 from segdiff import run_folder
 from segdiff.errors import SegDiffInputError
-from segdiff.model.pipeline import SegDiffPipeline, check_is_segdiff_model
+from segdiff.model.loading import check_is_segdiff_model
+from segdiff.model.pipeline import SegDiffPipeline
 
 EXPECTED = (
     "expected a training run folder (recipe.yaml with model/ or checkpoints/), a segdiff model "

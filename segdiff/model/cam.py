@@ -1,4 +1,4 @@
-"""Content Attention Module (CAM): order-aware class conditioning (DESIGN §3).
+"""Content Attention Module (CAM): order-aware class conditioning (docs/method.md).
 
 Each class becomes one cross-attention token: the text encoder's sentence embedding of its
 prompt plus a learned embedding of the gray level the class is drawn at. Cross-attention is
@@ -18,6 +18,15 @@ from segdiff import depth_coding
 
 
 class ContentAttentionModule(ModelMixin, ConfigMixin):
+    r"""The UNet's context from the class embeddings of a class list, one token per class.
+
+    Args:
+        cross_attention_dim (`int`, defaults to 1024):
+            Width of the text embeddings and of the UNet's cross-attention (1024 for SD2).
+        num_frequencies (`int`, defaults to 8):
+            Sine/cosine frequencies of the gray level fed to the level embedding.
+    """
+
     config_name = "config.json"
 
     @register_to_config

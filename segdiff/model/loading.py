@@ -1,5 +1,7 @@
-"""Loading a pipeline for the command line: default model, device and precision in one place."""
+"""Loading a model: what counts as a segdiff model folder, and the default model, device and
+precision of the command line in one place."""
 
+import json
 from pathlib import Path
 
 import torch
@@ -59,3 +61,39 @@ def load_pipeline(
     pipe = SegDiffPipeline.from_pretrained(model, dtype=dtype, variant=variant)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(target), notes
+
+
+def check_is_segdiff_model(name_or_path: str | Path, cache_dir: str | None = None) -> None:
+    """Raise a clear SegDiffInputError unless this is a segdiff pipeline folder or hub id."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        index_path = path / "model_index.json"
+        if not index_path.is_file():
+            raise SegDiffInputError(
+                f"{path} is not a segdiff model folder: it has no model_index.json"
+            )
+    elif path.exists() or str(name_or_path).count("/") != 1:
+        raise SegDiffInputError(f"model not found: {name_or_path} (a folder or a hub id)")
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            index_path = Path(
+                hf_hub_download(str(name_or_path), "model_index.json", cache_dir=cache_dir)
+            )
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
+            raise SegDiffInputError(
+                f"cannot get model {name_or_path} from the Hugging Face hub or its cache: {err}"
+            ) from err
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, OSError) as err:
+        raise SegDiffInputError(f"{index_path} is not valid JSON: {err}") from err
+    if index.get("_class_name") != SegDiffPipeline.__name__ or "cam" not in index:
+        kind = index.get("_class_name", "unknown")
+        raise SegDiffInputError(
+            f"{name_or_path} is a {kind} folder, not a segdiff model (no 'cam' component). "
+            "A Stable Diffusion 2 folder must first be fine-tuned with 'segdiff train', or "
+            "loaded in Python with SegDiffPipeline.from_stable_diffusion() for an untrained model."
+        )

@@ -3,10 +3,10 @@
 One image at a time: the image is resized (aspect kept) and padded to the latent multiple,
 encoded by the VAE once, and every ensemble member denoises its own noise conditioned on that
 latent and on the CAM tokens of the classes. Members run in batches; each decoded gray map
-snaps to class indices (depth coding), and members vote per pixel.
+snaps to class indices (depth coding), and members vote per pixel. docs/method.md explains the
+method, docs/model-folder.md what a saved model holds.
 """
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -26,6 +26,25 @@ from segdiff.model.text import DEFAULT_PROMPT_TEMPLATE, ClassEmbedder, check_cla
 
 # A class counts as found in a first-pass chunk when it covers at least this pixel fraction.
 FOUND_FRACTION = 0.002
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+    ```py
+    >>> import torch
+    >>> from PIL import Image
+    >>> from segdiff import SegDiffPipeline
+    >>> from segdiff.model import BUNDLED_MODEL_DIR
+
+    >>> # the bundled tiny model knows synthetic shapes only; give a trained model's folder
+    >>> # or hub id for real images
+    >>> pipe = SegDiffPipeline.from_pretrained(BUNDLED_MODEL_DIR)
+    >>> image = Image.open(BUNDLED_MODEL_DIR.parent / "examples" / "shapes.png")
+    >>> classes = ["background", "circle", "square", "triangle"]
+    >>> out = pipe(image, classes, generator=torch.Generator().manual_seed(0))
+    >>> labels = out.labels[0]  # (height, width) uint8: index into classes, 255 = none
+    >>> out.class_fractions[0]["circle"]  # share of the pixels labeled circle
+    ```
+"""
 
 
 @dataclass(frozen=True)
@@ -46,10 +65,20 @@ DEFAULTS = PipelineDefaults()
 
 @dataclass
 class SegDiffOutput(BaseOutput):
-    """Per input image: labels (class index; uint8 with 255 = none, or for more than 255
-    classes uint16 with 65535 = none), the gray map the model drew
-    (0..255, members that kept the given class order, averaged), uncertainty (1 - winning vote
-    share, 0..1) and the pixel fraction of each class."""
+    """Output of `SegDiffPipeline`, one entry per input image.
+
+    Args:
+        labels (`list[np.ndarray]`):
+            Class index per pixel, (height, width): uint8 with 255 for "none of the classes",
+            or for more than 255 classes uint16 with 65535 for none.
+        gray (`list[np.ndarray]`):
+            The gray map the model drew (0..255, float32): the mean of the ensemble members
+            that kept the given class order.
+        uncertainty (`list[np.ndarray]`):
+            1 - the winning class's share of the votes (0 = every member agrees).
+        class_fractions (`list[dict[str, float]]`):
+            The share of the pixels labeled with each class.
+    """
 
     labels: list[np.ndarray]
     gray: list[np.ndarray]
@@ -58,6 +87,38 @@ class SegDiffOutput(BaseOutput):
 
 
 class SegDiffPipeline(DiffusionPipeline):
+    r"""Open-vocabulary semantic segmentation with a fine-tuned Stable Diffusion 2.
+
+    Given an image and an ordered list of class names, the UNet denoises a depth-coded mask
+    latent (class k of K at gray level round(255 * (k + 1) / K), gray 0 for none), conditioned
+    on the image latent and on one CAM token per class; the decoded gray levels are read back
+    as class indices, and an ensemble of runs votes per pixel.
+
+    Args:
+        vae (`AutoencoderKL`):
+            Encodes the image and decodes the mask latent (frozen during training).
+        text_encoder (`CLIPTextModel`):
+            Embeds the prompt of each class name (frozen during training).
+        tokenizer (`CLIPTokenizer`):
+            Tokenizes the class prompts.
+        unet (`UNet2DConditionModel`):
+            Denoiser with 8 input channels: the image latent and the noisy mask latent.
+        scheduler (`DDIMScheduler`):
+            DDIM with trailing timestep spacing, so that even one step starts from pure noise.
+        cam (`ContentAttentionModule`):
+            Turns the class embeddings, in class-list order, into the UNet's context.
+        prompt_template (`str`, defaults to `"a photo of a {}."`):
+            Prompt each class name is put in before the text encoder sees it.
+        default_denoising_steps (`int`, defaults to 10):
+            DDIM steps when a call does not give `num_inference_steps`.
+        default_ensemble_size (`int`, defaults to 5):
+            Denoising runs per image when a call does not give `ensemble_size`.
+        default_processing_resolution (`int`, defaults to 768):
+            Long edge the image is resized to when a call does not give one; 0 keeps it.
+        max_classes_per_pass (`int`, defaults to 32):
+            More classes than this are decoded in two passes (see `_segment_vocabulary`).
+    """
+
     model_cpu_offload_seq = "text_encoder->cam->unet->vae"
 
     def __init__(
@@ -90,11 +151,15 @@ class SegDiffPipeline(DiffusionPipeline):
             default_processing_resolution=default_processing_resolution,
             max_classes_per_pass=max_classes_per_pass,
         )
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.class_embedder = ClassEmbedder(tokenizer, text_encoder, prompt_template)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs):
         """Load a segdiff model folder or hub id (safetensors only, no remote code)."""
+        # loading.py imports this module, hence the import here
+        from segdiff.model.loading import check_is_segdiff_model
+
         check_is_segdiff_model(pretrained_model_name_or_path, kwargs.get("cache_dir"))
         kwargs.setdefault("use_safetensors", True)
         kwargs.pop("trust_remote_code", None)
@@ -115,11 +180,33 @@ class SegDiffPipeline(DiffusionPipeline):
     @property
     def latent_multiple(self) -> int:
         """Image sides must be multiples of this for the VAE and every UNet downsampling."""
-        vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
-        return vae_factor * unet_factor
+        return self.vae_scale_factor * unet_factor
+
+    def check_inputs(
+        self,
+        images: list[Image.Image],
+        num_inference_steps: int,
+        ensemble_size: int,
+        processing_resolution: int,
+        batch_size: int,
+        max_classes_per_pass: int,
+    ) -> None:
+        """Raise a SegDiffInputError naming the first argument a call cannot use."""
+        if not images or not all(isinstance(image, Image.Image) for image in images):
+            raise SegDiffInputError("images must be one PIL image or a non-empty list of them")
+        for name, value in (
+            ("num_inference_steps", num_inference_steps),
+            ("ensemble_size", ensemble_size),
+            ("max_classes_per_pass", max_classes_per_pass),
+        ):
+            if value < 1:
+                raise SegDiffInputError(f"{name} must be at least 1, got {value}")
+        if batch_size < 0 or processing_resolution < 0:
+            raise SegDiffInputError("batch_size and processing_resolution must be >= 0")
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         images: Image.Image | list[Image.Image],
@@ -136,16 +223,34 @@ class SegDiffPipeline(DiffusionPipeline):
         """Segment ``images`` into ``classes``.
 
         Args:
-            num_inference_steps: DDIM steps (default: the model's).
-            ensemble_size: denoising runs per image, combined by per-pixel vote.
-            processing_resolution: long edge the image is resized to; 0 keeps it native.
-            match_input_resolution: return maps at the input size (labels by nearest).
-            batch_size: ensemble members per UNet batch; 0 picks one from free memory.
-            permute_classes: give each member after the first a shuffled class order, so
+            images (`PIL.Image.Image` or `list[PIL.Image.Image]`):
+                The images; any mode is converted to RGB.
+            classes (`list[str]`):
+                Class names, in order; label k of the output is ``classes[k]``.
+            num_inference_steps (`int`, *optional*):
+                DDIM steps (default: the model's `default_denoising_steps`).
+            ensemble_size (`int`, *optional*):
+                Denoising runs per image, combined by per-pixel vote (default: the model's).
+            processing_resolution (`int`, *optional*):
+                Long edge the image is resized to, aspect kept; 0 keeps it native (default:
+                the model's).
+            match_input_resolution (`bool`, defaults to `True`):
+                Return maps at the input size (labels resized by nearest neighbour).
+            batch_size (`int`, defaults to 0):
+                Ensemble members per UNet batch; 0 picks one from free memory.
+            permute_classes (`bool`, defaults to `False`):
+                Give each member after the first a shuffled class order, so that
                 level-specific biases average out in the vote.
-            max_classes_per_pass: longer class lists are decoded in two passes (see
-                ``_segment_vocabulary``); default: the model's.
-            generator: makes the noise, and so the result, reproducible.
+            max_classes_per_pass (`int`, *optional*):
+                Longer class lists are decoded in two passes (see ``_segment_vocabulary``);
+                default: the model's.
+            generator (`torch.Generator`, *optional*):
+                Makes the noise, and so the result, reproducible.
+
+        Examples:
+
+        Returns:
+            `SegDiffOutput`: labels, gray maps, uncertainty and class fractions per image.
         """
         images = [images] if isinstance(images, Image.Image) else list(images)
         classes = check_class_names(classes)
@@ -157,15 +262,7 @@ class SegDiffPipeline(DiffusionPipeline):
             else processing_resolution
         )
         per_pass = max_classes_per_pass or self.config.max_classes_per_pass
-        for name, value in (
-            ("num_inference_steps", steps),
-            ("ensemble_size", members),
-            ("max_classes_per_pass", per_pass),
-        ):
-            if value < 1:
-                raise SegDiffInputError(f"{name} must be at least 1, got {value}")
-        if batch_size < 0 or resolution < 0:
-            raise SegDiffInputError("batch_size and processing_resolution must be >= 0")
+        self.check_inputs(images, steps, members, resolution, batch_size, per_pass)
 
         output = SegDiffOutput(labels=[], gray=[], uncertainty=[], class_fractions=[])
         for image in images:
@@ -337,39 +434,3 @@ def _resize(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tenso
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
     return F.interpolate(maps[None].float(), size=size, mode=mode)[0]
-
-
-def check_is_segdiff_model(name_or_path: str | Path, cache_dir: str | None = None) -> None:
-    """Raise a clear SegDiffInputError unless this is a segdiff pipeline folder or hub id."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        index_path = path / "model_index.json"
-        if not index_path.is_file():
-            raise SegDiffInputError(
-                f"{path} is not a segdiff model folder: it has no model_index.json"
-            )
-    elif path.exists() or str(name_or_path).count("/") != 1:
-        raise SegDiffInputError(f"model not found: {name_or_path} (a folder or a hub id)")
-    else:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-        try:
-            index_path = Path(
-                hf_hub_download(str(name_or_path), "model_index.json", cache_dir=cache_dir)
-            )
-        except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
-            raise SegDiffInputError(
-                f"cannot get model {name_or_path} from the Hugging Face hub or its cache: {err}"
-            ) from err
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, OSError) as err:
-        raise SegDiffInputError(f"{index_path} is not valid JSON: {err}") from err
-    if index.get("_class_name") != SegDiffPipeline.__name__ or "cam" not in index:
-        kind = index.get("_class_name", "unknown")
-        raise SegDiffInputError(
-            f"{name_or_path} is a {kind} folder, not a segdiff model (no 'cam' component). "
-            "A Stable Diffusion 2 folder must first be fine-tuned with 'segdiff train', or "
-            "loaded in Python with SegDiffPipeline.from_stable_diffusion() for an untrained model."
-        )

@@ -176,3 +176,24 @@ def test_golden_values_of_a_tiny_seeded_pipeline(tiny_pipeline):
     assert (counts[0], counts[1], counts[2], counts[NONE_LABEL]) == (361, 599, 0, 0)
     expected_uncertainty = [0.3333, 0.3333, 0.3333, 0.3, 0.0333, 0.2333, 0.1979, 0.1438]
     np.testing.assert_allclose(uncertainty[10, 16:24], expected_uncertainty, atol=1e-3)
+
+
+def test_bad_arguments_are_input_errors_before_any_work(tiny_pipeline):
+    with pytest.raises(SegDiffInputError, match="PIL image"):
+        tiny_pipeline(np.zeros((8, 8, 3), np.uint8), CLASSES)
+    with pytest.raises(SegDiffInputError, match="ensemble_size must be at least 1"):
+        tiny_pipeline(_image(), CLASSES, ensemble_size=-1)
+    with pytest.raises(SegDiffInputError, match="batch_size and processing_resolution"):
+        tiny_pipeline(_image(), CLASSES, batch_size=-1)
+    # one pass over more classes than a mask codes is bad input, not a crash
+    with pytest.raises(SegDiffInputError, match="1 to 255"):
+        _run(tiny_pipeline, _image(), [f"c{i}" for i in range(300)], max_classes_per_pass=300)
+
+
+def test_pipeline_follows_diffusers_conventions(tiny_pipeline):
+    assert tiny_pipeline.vae_scale_factor == 2  # the tiny VAE has two blocks
+    assert tiny_pipeline.latent_multiple == 4
+    assert ">>> pipe = SegDiffPipeline.from_pretrained" in SegDiffPipeline.__call__.__doc__
+    assert "Args:" in SegDiffPipeline.__doc__ and "cam (`ContentAttentionModule`)" in (
+        SegDiffPipeline.__doc__
+    )

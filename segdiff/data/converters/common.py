@@ -82,16 +82,17 @@ def read_index_png(path: Path) -> np.ndarray:
     """The stored values of a single-channel annotation PNG (palette indices, not colours)."""
     try:
         with Image.open(path) as image:
-            if image.mode not in ("P", "L", "I;16", "I"):
-                raise SegDiffInputError(
-                    f"annotation {path} is a {image.mode} image; expected a single-channel "
-                    "(palette or gray) PNG of class indices"
-                )
-            return np.asarray(image)
+            mode, values = image.mode, np.asarray(image)
     except FileNotFoundError as err:
         raise SegDiffInputError(f"annotation not found: {path}") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise SegDiffInputError(f"cannot read annotation {path}: {err}") from err
+    if mode not in ("P", "L", "I;16", "I"):
+        raise SegDiffInputError(
+            f"annotation {path} is a {mode} image; expected a single-channel "
+            "(palette or gray) PNG of class indices"
+        )
+    return values
 
 
 def load_mat(path: Path) -> dict[str, np.ndarray]:

@@ -222,14 +222,12 @@ def test_bundled_model_is_the_default(tmp_path, shapes_data, monkeypatch):
 
 
 def test_no_model_and_no_bundled_model_exits_2(tmp_path, shapes_data, monkeypatch):
-    pytest.importorskip("segdiff.model.loading", reason="the model loader is not built yet")
     monkeypatch.setattr("segdiff.model.loading.default_model_path", lambda: None)
     result = run_eval("shapes", "--data", shapes_data, "-o", tmp_path / "out")
     assert_clean_error(result, "no --model given and this install has no bundled model")
 
 
 def test_model_end_to_end_with_the_tiny_model(tmp_path, shapes_data, request):
-    pytest.importorskip("segdiff.model.pipeline", reason="the model pipeline is not built yet")
     model_dir = request.getfixturevalue("tiny_model_dir")
     out = tmp_path / "out"
     args = ["--ensemble-size", "1", "--denoise-steps", "1", "--seed", "0", "--processing-res", "32"]

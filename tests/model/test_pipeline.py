@@ -3,9 +3,10 @@ import pytest
 import torch
 from PIL import Image
 
+from segdiff import depth_coding
 from segdiff.depth_coding import NONE_LABEL
 from segdiff.errors import SegDiffInputError
-from segdiff.model.pipeline import SegDiffPipeline
+from segdiff.model.pipeline import SegDiffPipeline, _Run
 
 CLASSES = ["background", "circle", "square"]
 
@@ -95,38 +96,63 @@ def test_each_member_votes(tiny_pipeline, monkeypatch):
 def test_permuted_members_vote_for_the_same_class_through_their_own_order(
     tiny_pipeline, monkeypatch
 ):
-    """With permute_classes, each member's levels mean other classes; votes are mapped back."""
+    """With permute_classes each member's levels mean other classes. Every member here draws
+    class "b" at the level "b" has in its own order, so every vote must come back as "b"."""
     orders = []
-    cam = tiny_pipeline.cam.forward
+    class_orders = _Run.class_orders
 
-    def spy(embeddings):
-        orders.extend(embeddings)
-        return cam(embeddings)
+    def recorded(self, num_classes, device):
+        orders.extend(class_orders(self, num_classes, device))
+        return orders[-self.members :]
 
-    monkeypatch.setattr(tiny_pipeline.cam, "forward", spy)
-    out = _run(tiny_pipeline, _image(), ["a", "b", "c"], ensemble_size=4, permute_classes=True)
-    assert len(orders) == 4
-    distinct = {tuple(e[:, 0].tolist()) for e in orders}
-    assert len(distinct) > 1
-    assert out.labels[0].shape == (24, 40)
+    monkeypatch.setattr(_Run, "class_orders", recorded)
+    levels = depth_coding.gray_levels(3)
+    member = iter(range(4))
+
+    def draws_b(latents):
+        positions = [orders[next(member)].tolist().index(1) for _ in latents]  # where "b" sits
+        return torch.stack([torch.full((24, 40), float(levels[p])) for p in positions])
+
+    monkeypatch.setattr(tiny_pipeline, "_decode_gray", draws_b)
+    out = _run(
+        tiny_pipeline,
+        _image(),
+        ["a", "b", "c"],
+        ensemble_size=4,
+        permute_classes=True,
+        processing_resolution=0,
+    )
+    assert len(orders) == 4 and len({tuple(order.tolist()) for order in orders}) > 1
+    assert np.all(out.labels[0] == 1)
+    np.testing.assert_allclose(out.uncertainty[0], 0.0)
 
 
 def test_vocabulary_larger_than_one_pass_is_decoded_in_two_passes(tiny_pipeline, monkeypatch):
+    """Pass 1 segments each chunk of 4 classes; the classes found (class 1 and class 6; class
+    3 covers too few pixels) are segmented again together, and the labels of that pass map
+    back to their indices in the whole list."""
     passes = []
-    segment = tiny_pipeline._segment
-    monkeypatch.setattr(
-        tiny_pipeline,
-        "_segment",
-        lambda lat, cls, run: passes.append(cls) or segment(lat, cls, run),
-    )
+
+    def fake_segment(image_latent, chunk, run):
+        passes.append(list(chunk))
+        labels = torch.full(run.valid_size, NONE_LABEL, dtype=torch.uint8)
+        if len(passes) == 1:  # classes 0-3
+            labels[:, :12] = chunk.index("class 1")
+            labels[0, 39] = chunk.index("class 3")  # 1 of 960 pixels: not found
+        elif len(passes) == 2:  # classes 4-7
+            labels[:, 30:] = chunk.index("class 6")
+        elif len(passes) == 4:  # pass 2 over ["class 1", "class 6"]
+            labels[:, :10], labels[:, 10:20] = 1, 0
+        return labels, torch.zeros(run.valid_size), torch.zeros(run.valid_size)
+
+    monkeypatch.setattr(tiny_pipeline, "_segment", fake_segment)
     classes = [f"class {i}" for i in range(10)]
-    out = _run(tiny_pipeline, _image(), classes, max_classes_per_pass=4)
-    assert [len(p) for p in passes[:3]] == [4, 4, 2]  # pass 1: chunks
-    labels = out.labels[0]
-    if len(passes) == 4:  # pass 2 over the classes found, mapped back to vocabulary indices
-        found = {classes.index(name) for name in passes[3]}
-        assert set(np.unique(labels)) - {NONE_LABEL} <= found
-    assert labels.shape == (24, 40)
+    out = _run(tiny_pipeline, _image(), classes, max_classes_per_pass=4, processing_resolution=0)
+    assert passes == [classes[0:4], classes[4:8], classes[8:10], ["class 1", "class 6"]]
+    expected = np.full((24, 40), NONE_LABEL, dtype=np.uint8)
+    expected[:, :10], expected[:, 10:20] = 6, 1
+    assert np.array_equal(out.labels[0], expected)
+    assert out.class_fractions[0]["class 6"] == pytest.approx(0.25)
 
 
 @pytest.mark.parametrize(

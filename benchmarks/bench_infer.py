@@ -8,7 +8,7 @@ segdiff's components: ensemble members one at a time, the image re-encoded by th
 class prompts re-encoded by the text encoder for every member, fp32, DDIM with "leading"
 timestep spacing, the input squashed to a square. Its decoding and vote are segdiff's (depth
 levels, per-pixel majority), so accuracy differences come from the loop's settings alone and
-not from the original's decoding defects (DESIGN §10), which cost no time.
+not from the original's decoding defects (docs/method.md), which cost no time.
 
     python benchmarks/bench_infer.py                       # tiny, CPU: 10 steps x 10 members
     python benchmarks/bench_infer.py --table --data D      # preset table with mIoU on shapes

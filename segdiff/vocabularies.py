@@ -1,6 +1,6 @@
 """Benchmark vocabularies: ordered class names, synonyms, and how each class is stored on disk.
 
-Names follow the benchmarks' own spelling (``reference/datasets.md``), stripped of stray
+Names follow the benchmarks' own spelling (docs/benchmarks.md), stripped of stray
 spaces. Choices where the benchmarks disagree:
 
 - ADE-150 uses the short mmseg / CAT-Seg names (``windowpane``, ``chest of drawers``); the

@@ -1,4 +1,5 @@
-"""The prepared dataset format (DESIGN §5): the contract between prepare, train and eval.
+"""The prepared dataset format (docs/prepared-format.md): the contract between prepare, train
+and eval.
 
 ```
 OUT/meta.json                 format_version, dataset, benchmark, vocabulary, splits

@@ -1,4 +1,5 @@
-"""Writing the prepared dataset format (DESIGN §5); converters only say how to read one sample.
+"""Writing the prepared dataset format (docs/prepared-format.md); converters only say how to
+read one sample.
 
 A converter turns each source sample into a `Job`: an output id plus a picklable function
 that returns the image (a file to hard-link or copy, never re-encoded, or generated pixels

@@ -2,7 +2,7 @@
 
 The class list given to the model is the benchmark's vocabulary, in order; predictions and
 ground truth hold indices into it. A prepared dataset serves a benchmark when its vocabulary
-is the benchmark's own, or one the benchmark is derived from (datasets.md §3.4): VOC-20 is
+is the benchmark's own, or one the benchmark is derived from (docs/benchmarks.md): VOC-20 is
 scored on data prepared as VOC-21 with background pixels ignored, like the boundary band.
 Derived ground truth maps classes by name and ignores every class the benchmark lacks.
 """

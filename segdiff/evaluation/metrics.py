@@ -1,4 +1,5 @@
-"""Semantic-segmentation metrics as detectron2's SemSegEvaluator computes them (datasets.md §7).
+"""Semantic-segmentation metrics as detectron2's SemSegEvaluator computes them
+(docs/benchmarks.md).
 
 One confusion matrix for a whole split, indexed ``[prediction, ground truth]``: N class rows
 plus a last row for "none" predictions, and N ground-truth columns. Ground-truth ignore pixels

@@ -1,4 +1,4 @@
-"""Export to a clean diffusers pipeline folder (DESIGN §6).
+"""Export to a clean diffusers pipeline folder (docs/model-folder.md).
 
 The folder holds ``model_index.json`` and the six component folders with safetensors weights,
 nothing of training (no optimizer state), plus ``recipe.yaml`` and ``metrics.json`` when the

@@ -1,4 +1,4 @@
-"""A fresh segdiff model from Stable Diffusion 2 (DESIGN §4).
+"""A fresh segdiff model from Stable Diffusion 2 (docs/method.md).
 
 SD's UNet takes 4 latent channels; segdiff's takes 8 (image latent + noisy mask latent). The
 first convolution keeps SD's weights for both halves, halved, so at step 0 the UNet sees the

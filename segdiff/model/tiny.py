@@ -1,4 +1,4 @@
-"""Tiny SD2-shaped models from config dicts, for tests and CPU training (DESIGN §9).
+"""Tiny SD2-shaped models from config dicts, for tests and CPU training.
 
 Nothing here is downloaded: the tokenizer is a character-level CLIP BPE written from the
 256 byte symbols, and every network is built from a config and a seed. The shapes mirror

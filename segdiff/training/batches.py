@@ -4,7 +4,7 @@ A prepared mask is depth-coded for its image's own class list. Each time a sampl
 the mask is decoded with that list, cropped and flipped with the image, and coded again for a
 new list: the classes left in the crop plus a few absent vocabulary classes ("negatives"), in a
 random order. So the model sees every class at many gray levels and learns to bind a class to
-its level through the text, and to leave absent classes empty (DESIGN §3).
+its level through the text, and to leave absent classes empty (docs/method.md).
 
 Every random choice comes from a generator seeded by (seed, epoch, index), so a sample is the
 same whichever process or worker draws it, and a resumed run sees the same data.

@@ -1,4 +1,4 @@
-"""Pre-training a tiny VAE, which has no pretrained weights to borrow (DESIGN §9).
+"""Pre-training a tiny VAE, which has no pretrained weights to borrow.
 
 The VAE learns to reconstruct both the RGB images and the depth-coded masks of the training
 set (masks weigh more: a mask must decode to the right gray level, an image only needs to stay

@@ -9,8 +9,8 @@ index ``(R // 10) * 256 + G`` (0 = unlabeled), and ``<id>.json`` naming its obje
   by class index; indices that share a name share a class. The scan reads every JSON once
   per run.
 
-Images keep their source resolution: the published ADE-847 numbers are computed on images
-resized to a shorter side of 512, which evaluation can do.
+Images keep their source resolution; the published ADE-847 numbers are computed on images
+resized to a shorter side of 512 (docs/benchmarks.md).
 """
 
 import json

@@ -77,6 +77,9 @@ def build_components(recipe: Recipe) -> dict[str, Any]:
 
 
 class Trainer:
+    """One run: set-up (data, model, run folder, what a resumed run restores), then the loop
+    of `TrainingStep` calls with logging, checkpoints and validation between them."""
+
     def __init__(self, recipe: Recipe, run_dir: Path, resume: Path | None):
         self.recipe = recipe
         self.run_dir = run_dir

@@ -223,3 +223,11 @@ def test_pipeline_follows_diffusers_conventions(tiny_pipeline):
     assert "Args:" in SegDiffPipeline.__doc__ and "cam (`ContentAttentionModule`)" in (
         SegDiffPipeline.__doc__
     )
+
+
+def test_the_docstring_example_runs():
+    lines = SegDiffPipeline.__call__.__doc__.splitlines()
+    code = [line.strip()[4:] for line in lines if line.strip().startswith((">>> ", "... "))]
+    namespace: dict = {}
+    exec("\n".join(code), namespace)  # the bundled model on the bundled example image
+    assert namespace["labels"].shape == (96, 96) and namespace["labels"].dtype == np.uint8

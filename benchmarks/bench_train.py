@@ -84,7 +84,7 @@ def serve(precision: str, args: argparse.Namespace, connection: Connection) -> N
     accelerator = Accelerator(mixed_precision=MIXED_PRECISION[precision], cpu=device.type == "cpu")
     components = build_components(args.size, 0, args.train_recipe.model.tiny or None)
     step = TrainingStep.from_recipe(components, args.train_recipe, accelerator)
-    batch = training_batch(args.batch_size, args.resolution)
+    batch = training_batch(args.batch_size, args.resolution).to(accelerator.device)
     step([batch])  # warm-up; allocates the optimizer state
     connection.send(resident_mib(step))
     while connection.recv():
@@ -105,7 +105,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "noise come from it (the flags below override it)",
     )  # fmt: skip
     parser.add_argument("--size", choices=SIZES, help="without --recipe (default: tiny)")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--device",
+        help="cpu or cuda (default: cuda when available; pick a GPU with CUDA_VISIBLE_DEVICES)",
+    )
     parser.add_argument(
         "--precision", nargs="+", choices=list(DTYPES),
         help="mixed precisions to compare (default: the recipe's, else fp32)",

@@ -24,7 +24,9 @@ def test_every_docs_page_referred_to_exists():
 
 
 def test_nothing_points_outside_the_repository():
+    # spelled in parts, so that this file does not match a grep for them either
+    outside = ["/".join(("..", "shared")), "DESIGN" + ".md"]
     for path in SOURCES:
         if path.is_file():
             text = path.read_text(encoding="utf-8")
-            assert "../shared" not in text and "DESIGN.md" not in text, path
+            assert not [name for name in outside if name in text], path

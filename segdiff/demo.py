@@ -34,9 +34,10 @@ class Segmenter:
     checked by Gradio), not yet read, so segdiff's own reader opens it, as `segdiff infer`
     does, and names a corrupt file instead of failing inside Gradio.
 
-    The lock keeps each run and its output folder to itself even if Gradio's queue were set
-    to run several at once; the folder is emptied at the start of each run because Gradio
-    copies returned files into its own cache before the next run starts.
+    One run at a time: the pipeline's scheduler keeps the current run's timesteps, and each
+    run writes its files to one folder, emptied at its start (Gradio has copied the previous
+    run's files into its own cache by then). The page's queue runs one request at a time;
+    the lock keeps it so for any other caller.
     """
 
     def __init__(self, pipe: SegDiffPipeline, model: str | None = None):

@@ -294,6 +294,26 @@ def test_client_gets_the_cli_messages_for_bad_input(server, tmp_path):
     assert [row[0] for row in table["data"]] == [str(names), "(none)"]
 
 
+def test_two_users_at_once_get_their_own_results(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    url, _ = server
+    requests = {"one": "circle, square", "two": "star"}
+    jobs = {}
+    for stem, classes in requests.items():
+        shutil.copy(EXAMPLE, tmp_path / f"{stem}.png")
+        client = Client(url, verbose=False)
+        image = handle_file(str(tmp_path / f"{stem}.png"))
+        jobs[stem] = client.submit(image, classes, 1, 2, 64, 0, api_name="/segment")
+    for stem, job in jobs.items():
+        *_, table, files = job.result(timeout=120)
+        assert [row[0] for row in table["data"]] == [*requests[stem].split(", "), "(none)"]
+        record = json.loads(Path(files[-1]).read_text())
+        assert record["input"] == f"{stem}.png"
+        assert record["classes"] == requests[stem].split(", ")
+        assert all(Path(file).is_file() for file in files)
+
+
 def test_server_never_reached_past_localhost(server):
     url, log = server
     _predict(url, EXAMPLE, "circle")

@@ -48,7 +48,14 @@ def command(
     demo = build_demo(pipe, model, notes)
     try:
         demo.launch(
-            server_name=host, server_port=port, share=False, ssr_mode=False, inbrowser=False
+            server_name=host,
+            server_port=port,
+            share=False,
+            ssr_mode=False,
+            quiet=True,
+            prevent_thread_lock=True,
         )
     except OSError as err:
         raise fail(f"cannot serve on {host}:{port}: {err}") from None
+    console.print(f"Serving the demo at {demo.local_url} (Ctrl+C stops it)", markup=False)
+    demo.block_thread()

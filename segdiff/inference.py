@@ -1,12 +1,14 @@
 """Segmenting image files: which inputs, which classes, and the four outputs per image."""
 
 import glob
+import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from segdiff import visualize
 from segdiff.depth_coding import MAX_CLASSES, NONE_LABEL
@@ -16,10 +18,13 @@ from segdiff.model.pipeline import SegDiffPipeline
 from segdiff.model.text import check_class_names
 
 
-def resolve_classes(value: str) -> list[str]:
-    """``--classes``: a file (one class a line), a built-in vocabulary name, or "a,b,c"."""
+def resolve_classes(value: str, read_files: bool = True) -> list[str]:
+    """``--classes``: a file (one class a line), a built-in vocabulary name, or "a,b,c".
+
+    ``read_files=False`` never opens a file: the demo page takes this text from strangers.
+    """
     path = Path(value)
-    if _is_file(path):
+    if read_files and _is_file(path):
         lines = path.read_text(encoding="utf-8").splitlines()
         names = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     else:
@@ -94,6 +99,35 @@ class InferSettings:
     dtype: str
 
 
+def infer_settings(
+    pipe: SegDiffPipeline,
+    model: str | None = None,
+    *,
+    denoise_steps: int | None = None,
+    ensemble_size: int | None = None,
+    processing_res: int | None = None,
+    output_processing_res: bool = False,
+    batch_size: int = 0,
+    permute_classes: bool = False,
+    seed: int | None = None,
+) -> InferSettings:
+    """The settings of a run: what is not given comes from the model; a missing seed is drawn."""
+    config = pipe.config
+    return InferSettings(
+        model=str(model or "bundled tiny shapes model"),
+        num_inference_steps=denoise_steps or config.default_denoising_steps,
+        ensemble_size=ensemble_size or config.default_ensemble_size,
+        processing_resolution=(
+            config.default_processing_resolution if processing_res is None else processing_res
+        ),
+        match_input_resolution=not output_processing_res,
+        batch_size=batch_size,
+        permute_classes=permute_classes,
+        seed=secrets.randbelow(2**31) if seed is None else seed,
+        dtype=str(pipe.dtype).removeprefix("torch."),
+    )
+
+
 def output_paths(output_dir: Path, stem: str) -> dict[str, Path]:
     return {
         "labels": output_dir / f"{stem}_labels.png",
@@ -103,15 +137,24 @@ def output_paths(output_dir: Path, stem: str) -> dict[str, Path]:
     }
 
 
-def segment_file(
+@dataclass(frozen=True)
+class Segmentation:
+    """One image's results in memory: the four outputs ``segment_file`` writes."""
+
+    labels: np.ndarray
+    overlay: Image.Image
+    uncertainty: Image.Image
+    record: dict
+
+
+def segment_image(
     pipe: SegDiffPipeline,
-    image_path: Path,
+    image: Image.Image,
     classes: list[str],
-    output_dir: Path,
     settings: InferSettings,
-) -> dict:
-    """Segment one image file and write its four outputs (the JSON last). Returns the JSON."""
-    image = load_rgb(image_path)
+    source: str,
+) -> Segmentation:
+    """Segment one RGB image; ``source`` names it in the record."""
     generator = torch.Generator().manual_seed(settings.seed)
     result = pipe(
         image,
@@ -127,12 +170,8 @@ def segment_file(
     labels, uncertainty = result.labels[0], result.uncertainty[0]
     if labels.shape != (image.height, image.width):
         image = image.resize((labels.shape[1], labels.shape[0]))
-    paths = output_paths(output_dir, image_path.stem)
-    save_png(labels, paths["labels"])
-    save_png(visualize.overlay(image, labels, classes), paths["overlay"])
-    save_png(visualize.uncertainty_image(uncertainty), paths["uncertainty"])
     record = {
-        "input": str(image_path),
+        "input": source,
         "size": {"height": int(labels.shape[0]), "width": int(labels.shape[1])},
         "classes": classes,
         "label_values": {"class index": "0..K-1 in the order of 'classes'", "none": NONE_LABEL},
@@ -141,8 +180,35 @@ def segment_file(
         "mean_uncertainty": float(uncertainty.mean()),
         "settings": asdict(settings),
     }
-    save_json(record, paths["json"])
-    return record
+    return Segmentation(
+        labels=labels,
+        overlay=visualize.overlay(image, labels, classes),
+        uncertainty=visualize.uncertainty_image(uncertainty),
+        record=record,
+    )
+
+
+def write_segmentation(segmentation: Segmentation, output_dir: Path, stem: str) -> dict[str, Path]:
+    """Write the four outputs (the JSON last, so its presence means a complete result)."""
+    paths = output_paths(output_dir, stem)
+    save_png(segmentation.labels, paths["labels"])
+    save_png(segmentation.overlay, paths["overlay"])
+    save_png(segmentation.uncertainty, paths["uncertainty"])
+    save_json(segmentation.record, paths["json"])
+    return paths
+
+
+def segment_file(
+    pipe: SegDiffPipeline,
+    image_path: Path,
+    classes: list[str],
+    output_dir: Path,
+    settings: InferSettings,
+) -> dict:
+    """Segment one image file and write its four outputs. Returns the JSON record."""
+    segmentation = segment_image(pipe, load_rgb(image_path), classes, settings, str(image_path))
+    write_segmentation(segmentation, output_dir, image_path.stem)
+    return segmentation.record
 
 
 def segment_files(

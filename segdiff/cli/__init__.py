@@ -2,8 +2,8 @@
 
 import typer
 
+from segdiff.cli import demo, export, infer, prepare, train
 from segdiff.cli import eval as eval_command
-from segdiff.cli import export, infer, prepare, train
 
 app = typer.Typer(
     name="segdiff",
@@ -17,6 +17,7 @@ app.command("train")(train.command)
 app.command("infer")(infer.command)
 app.command("eval")(eval_command.command)
 app.command("export")(export.command)
+app.command("demo")(demo.command)
 
 
 def main() -> None:

@@ -1,6 +1,5 @@
 """`segdiff infer`: segment images into any list of classes."""
 
-import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -55,7 +54,7 @@ def command(
     ] = False,
 ) -> None:
     """Segment images into the given classes; writes labels, overlay, uncertainty and JSON."""
-    from segdiff.inference import InferSettings, collect_images, resolve_classes, segment_files
+    from segdiff.inference import collect_images, infer_settings, resolve_classes, segment_files
     from segdiff.model.loading import load_pipeline
 
     for name, value in (
@@ -74,19 +73,16 @@ def command(
     pipe, notes = load_pipeline(model, device, half_precision)
     for note in notes:
         console.print(note, markup=False)
-    config = pipe.config
-    settings = InferSettings(
-        model=str(model or "bundled tiny shapes model"),
-        num_inference_steps=denoise_steps or config.default_denoising_steps,
-        ensemble_size=ensemble_size or config.default_ensemble_size,
-        processing_resolution=(
-            config.default_processing_resolution if processing_res is None else processing_res
-        ),
-        match_input_resolution=not output_processing_res,
+    settings = infer_settings(
+        pipe,
+        model,
+        denoise_steps=denoise_steps,
+        ensemble_size=ensemble_size,
+        processing_res=processing_res,
+        output_processing_res=output_processing_res,
         batch_size=batch_size,
         permute_classes=permute_classes,
-        seed=secrets.randbelow(2**31) if seed is None else seed,
-        dtype=str(pipe.dtype).removeprefix("torch."),
+        seed=seed,
     )
     columns = (
         TextColumn("{task.description}"),

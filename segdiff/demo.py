@@ -15,9 +15,11 @@ import gradio as gr
 import numpy as np
 
 from segdiff import visualize
+from segdiff.class_lists import resolve_classes
 from segdiff.errors import SegDiffInputError
 from segdiff.imageio import load_rgb
-from segdiff.inference import infer_settings, resolve_classes, segment_image, write_segmentation
+from segdiff.inference import infer_settings, segment_image, write_segmentation
+from segdiff.memory import is_out_of_memory, out_of_memory_message
 from segdiff.model.pipeline import SegDiffPipeline
 from segdiff.vocabularies import VOCABULARY_NAMES
 
@@ -88,6 +90,13 @@ class Segmenter:
             # The message `segdiff infer` gives, naming the upload rather than Gradio's copy.
             message = str(err).replace(path, upload_name) if path else str(err)
             raise gr.Error(message, title="Cannot segment", print_exception=False) from None
+        except (MemoryError, RuntimeError) as err:
+            if not is_out_of_memory(err):
+                raise
+            advice = "Lower the processing resolution or the ensemble size, or use a smaller image."
+            raise gr.Error(
+                out_of_memory_message(err, advice), title="Cannot segment", print_exception=False
+            ) from None
         record = result.record
         table = [[name, round(100 * record["fractions"][name], 2)] for name in class_names]
         table.append(["(none)", round(100 * record["none_fraction"], 2)])

@@ -11,12 +11,16 @@ ids is always uint16, with IGNORE (65535) for pixels that are not scored. Everyt
 segdiff calls this module rather than writing these values itself.
 """
 
+import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from segdiff.errors import SegDiffInputError
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_CLASSES = 255
 """Classes one mask (and one uint8 label map) can hold."""
@@ -83,7 +87,7 @@ def encode(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return lut[labels.astype(np.int64) & 0xFF] * valid.astype(np.uint8)
 
 
-def decode(gray: np.ndarray | torch.Tensor, num_classes: int) -> np.ndarray | torch.Tensor:
+def decode(gray: "np.ndarray | torch.Tensor", num_classes: int) -> "np.ndarray | torch.Tensor":
     """Gray values on the 0..255 scale (any float or int array) to labels.
 
     Each pixel takes the nearest of {0, g_0, ..., g_{K-1}}; the result is uint8 with class
@@ -93,8 +97,40 @@ def decode(gray: np.ndarray | torch.Tensor, num_classes: int) -> np.ndarray | to
     levels = np.concatenate([[0], gray_levels(num_classes)]).astype(np.float32)
     # Midpoints between consecutive levels split the gray axis into K + 1 bins.
     bounds = (levels[1:] + levels[:-1]) / 2
-    if isinstance(gray, torch.Tensor):
+    torch = sys.modules.get("torch")  # not imported yet: gray is no tensor (keeps CLI start fast)
+    if torch is not None and isinstance(gray, torch.Tensor):
         bins = torch.bucketize(gray.float(), torch.from_numpy(bounds).to(gray.device))
         return torch.where(bins == 0, NONE_LABEL, bins - 1).to(torch.uint8)
     bins = np.searchsorted(bounds, np.asarray(gray, dtype=np.float32), side="left")
     return np.where(bins == 0, NONE_LABEL, bins - 1).astype(np.uint8)
+
+
+MAX_OFF_LEVEL_FRACTION = 0.01
+"""A stored mask may have at most this share of pixels off its levels (decoded to the
+nearest); more means it was coded for another list, shifted or resized with interpolation."""
+
+
+def decode_mask(mask: np.ndarray, num_classes: int, source: str = "mask") -> np.ndarray:
+    """A stored uint8 mask, depth-coded for a list of ``num_classes`` classes (0: an image
+    with no listed class, all gray 0), to labels; SegDiffInputError when more than
+    MAX_OFF_LEVEL_FRACTION of its pixels are no level of that list. ``source`` names the
+    mask in the message."""
+    mask = np.asarray(mask, dtype=np.uint8)
+    on_level = np.zeros(256, dtype=bool)
+    on_level[0] = True
+    if num_classes:
+        on_level[gray_levels(num_classes)] = True
+    off = int(np.count_nonzero(~on_level[mask]))
+    if off > MAX_OFF_LEVEL_FRACTION * mask.size:
+        levels = ", ".join(str(g) for g in np.flatnonzero(on_level)[:6])
+        more = ", ..." if num_classes > 5 else ""
+        raise SegDiffInputError(
+            f"{source}: {off} of {mask.size} pixels ({100 * off / mask.size:.1f}%) have gray "
+            f"values off the levels of its {num_classes}-class list ({levels}{more}); at most "
+            f"{100 * MAX_OFF_LEVEL_FRACTION:g}% may be. The mask was coded for another class "
+            "list, shifted, or resized with interpolation: prepare the dataset again with "
+            "'segdiff prepare'."
+        )
+    if not num_classes:
+        return np.full(mask.shape, NONE_LABEL, dtype=np.uint8)
+    return decode(mask, num_classes)

@@ -1,61 +1,42 @@
-"""Segmenting image files: which inputs, which classes, and the four outputs per image."""
+"""Segmenting image files: which inputs, the four outputs per image, and resuming a folder.
+
+The class list comes from `segdiff.class_lists`. Torch and the model are imported only when
+an image is segmented, so the command line checks its inputs first, quickly.
+"""
 
 import glob
+import json
+import os
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from segdiff import visualize
-from segdiff.depth_coding import MAX_CLASSES, NONE_LABEL
+from segdiff.depth_coding import NONE_LABEL
 from segdiff.errors import SegDiffInputError
 from segdiff.imageio import IMAGE_SUFFIXES, load_rgb, save_json, save_png
-from segdiff.model.pipeline import SegDiffPipeline
-from segdiff.model.text import check_class_names
+
+if TYPE_CHECKING:
+    from segdiff.model.pipeline import SegDiffPipeline
+
+MAX_SEED = 2**32 - 1
+"""Seeds run from 0 to this (what every random generator segdiff seeds accepts)."""
 
 
-def resolve_classes(value: str, read_files: bool = True) -> list[str]:
-    """``--classes``: a file (one class a line), a built-in vocabulary name, or "a,b,c".
-
-    ``read_files=False`` never opens a file: the demo page takes this text from strangers.
-    """
-    path = Path(value)
-    if read_files and _is_file(path):
-        lines = path.read_text(encoding="utf-8").splitlines()
-        names = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    else:
-        names = _vocabulary_classes(value.strip()) or value.split(",")
-    names = check_class_names(names)
-    if len(names) > MAX_CLASSES:
-        raise SegDiffInputError(
-            f"{len(names)} classes given; label PNGs hold at most {MAX_CLASSES} classes "
-            f"(value {NONE_LABEL} means none). Split the list, or use 'segdiff eval' for large "
-            "benchmarks."
-        )
-    return names
+def check_seed(seed: int | None, name: str = "--seed") -> None:
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise SegDiffInputError(f"{name} must be between 0 and {MAX_SEED}, got {seed}")
 
 
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:  # e.g. a long comma list is no valid file name
-        return False
-
-
-def _vocabulary_classes(name: str) -> list[str] | None:
-    try:
-        from segdiff.vocabularies import VOCABULARY_NAMES, get_vocabulary
-    except ImportError:
-        return None
-    return list(get_vocabulary(name).classes) if name in VOCABULARY_NAMES else None
-
-
-def collect_images(inputs: list[str]) -> list[Path]:
-    """Image files from files, folders (searched recursively) and glob patterns, in order."""
+def collect_images(inputs: list[str]) -> tuple[list[Path], dict[Path, str]]:
+    """Image files from files, folders (searched recursively) and glob patterns, in order,
+    and the files left out (path -> why): a name that is not valid UTF-8 cannot be recorded
+    in the JSON output, so that file alone is skipped."""
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -72,16 +53,35 @@ def collect_images(inputs: list[str]) -> list[Path]:
             if not matches:
                 raise SegDiffInputError(f"input not found: {item} (no file, folder or glob match)")
         found.extend(matches)
-    unique = list(dict.fromkeys(found))
+    images: list[Path] = []
+    left_out: dict[Path, str] = {}
+    for path in dict.fromkeys(found):
+        if _is_utf8(str(path)):
+            images.append(path)
+        else:
+            left_out[path] = "its name is not valid UTF-8; rename the file to segment it"
     stems: dict[str, Path] = {}
-    for path in unique:
+    for path in images:
         if path.stem in stems:
             raise SegDiffInputError(
                 f"two inputs share the name {path.stem!r} ({stems[path.stem]} and {path}); "
                 "outputs are named by stem, so segment them into different --output folders"
             )
         stems[path.stem] = path
-    return unique
+    return images, left_out
+
+
+def printable_path(path: Path) -> str:
+    """``path`` for a message, bytes that are not UTF-8 shown as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of a file name, kept as surrogates
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class InferSettings:
 
 
 def infer_settings(
-    pipe: SegDiffPipeline,
+    pipe: "SegDiffPipeline",
     model: str | None = None,
     *,
     denoise_steps: int | None = None,
@@ -112,6 +112,7 @@ def infer_settings(
     seed: int | None = None,
 ) -> InferSettings:
     """The settings of a run: what is not given comes from the model; a missing seed is drawn."""
+    check_seed(seed)
     config = pipe.config
     return InferSettings(
         model=str(model or "bundled tiny shapes model"),
@@ -148,13 +149,15 @@ class Segmentation:
 
 
 def segment_image(
-    pipe: SegDiffPipeline,
+    pipe: "SegDiffPipeline",
     image: Image.Image,
     classes: list[str],
     settings: InferSettings,
     source: str,
 ) -> Segmentation:
     """Segment one RGB image; ``source`` names it in the record."""
+    import torch
+
     generator = torch.Generator().manual_seed(settings.seed)
     result = pipe(
         image,
@@ -199,7 +202,7 @@ def write_segmentation(segmentation: Segmentation, output_dir: Path, stem: str) 
 
 
 def segment_file(
-    pipe: SegDiffPipeline,
+    pipe: "SegDiffPipeline",
     image_path: Path,
     classes: list[str],
     output_dir: Path,
@@ -211,25 +214,73 @@ def segment_file(
     return segmentation.record
 
 
+@dataclass
+class FolderRun:
+    """What `segment_files` did."""
+
+    failures: dict[Path, str] = field(default_factory=dict)
+    """Images that could not be segmented, and why."""
+    skipped: list[Path] = field(default_factory=list)
+    """Images whose outputs an earlier run wrote with the same input, classes and settings."""
+    redone: list[Path] = field(default_factory=list)
+    """Images whose earlier outputs had other classes or settings, segmented again."""
+
+
 def segment_files(
-    pipe: SegDiffPipeline,
+    pipe: "SegDiffPipeline",
     images: list[Path],
     classes: list[str],
     output_dir: Path,
     settings: InferSettings,
     skip_existing: bool = False,
     on_done: Callable[[Path, str | None], None] = lambda path, error: None,
-) -> dict[Path, str]:
+    seed_given: bool = True,
+) -> FolderRun:
     """Segment every image; a bad image is reported through ``on_done`` and skipped, so one
-    corrupt file never stops a folder run. Returns the failures (path -> message)."""
-    failures: dict[Path, str] = {}
+    corrupt file never stops a folder run.
+
+    ``skip_existing`` skips an image whose JSON records the same input, classes and
+    settings (a resumed run); outputs of other classes or settings are written again. With
+    ``seed_given`` False (the seed was drawn for this run), any recorded seed matches.
+    """
+    run = FolderRun()
     for path in images:
-        if skip_existing and output_paths(output_dir, path.stem)["json"].is_file():
-            on_done(path, None)
-            continue
+        if skip_existing:
+            json_path = output_paths(output_dir, path.stem)["json"]
+            if _matches_record(json_path, path, classes, settings, seed_given):
+                run.skipped.append(path)
+                on_done(path, None)
+                continue
+            if json_path.exists():
+                run.redone.append(path)
         try:
             segment_file(pipe, path, classes, output_dir, settings)
         except SegDiffInputError as err:
-            failures[path] = str(err)
-        on_done(path, failures.get(path))
-    return failures
+            run.failures[path] = str(err)
+        on_done(path, run.failures.get(path))
+    return run
+
+
+def _matches_record(
+    json_path: Path,
+    image_path: Path,
+    classes: list[str],
+    settings: InferSettings,
+    seed_given: bool,
+) -> bool:
+    """Whether ``json_path`` records outputs of this image with these classes and settings."""
+    try:
+        record = json.loads(json_path.read_text(encoding="utf-8"))
+        recorded_input = Path(record["input"]).resolve()
+        recorded_classes, recorded_settings = record["classes"], dict(record["settings"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return False  # missing or unreadable: segment again
+    wanted = asdict(settings)
+    if not seed_given:
+        wanted.pop("seed")
+        recorded_settings.pop("seed", None)
+    return (
+        recorded_input == image_path.resolve()
+        and recorded_classes == classes
+        and recorded_settings == wanted
+    )

@@ -10,6 +10,7 @@ Ranges and combinations the types cannot express are checked after.
 """
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from omegaconf.errors import (
 
 from segdiff.errors import SegDiffInputError
 from segdiff.imageio import save_text
+from segdiff.inference import MAX_SEED
 from segdiff.model.from_sd import SD2_HUB_ID
 from segdiff.model.pipeline import DEFAULTS, PipelineDefaults
 from segdiff.model.tiny import TINY_CONFIGS
@@ -318,6 +320,17 @@ def _describe(hint: Any) -> str:
     return names.get(hint, str(hint))
 
 
+def _is_file_name(name: str) -> bool:
+    """A single path component: no separator, not empty, "." or "..", no NUL."""
+    return (
+        name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+        and name == name.strip()
+    )
+
+
 def _check_values(recipe: Recipe) -> None:
     """Ranges and combinations the types alone do not catch."""
     problems = []
@@ -355,6 +368,17 @@ def _check_values(recipe: Recipe) -> None:
     problems += [
         f"{key} must be 0 or more (got {value})" for key, value in non_negative.items() if value < 0
     ]
+    for key, value in _leaves(recipe.to_dict()):
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(n, float) and not math.isfinite(n) for n in numbers):
+            problems.append(f"{key} must be a finite number, got {value}")
+    if recipe.seed > MAX_SEED:
+        problems.append(f"seed must be between 0 and {MAX_SEED}, got {recipe.seed}")
+    if not _is_file_name(recipe.name):
+        problems.append(
+            f"name must be one folder name (no '/', not '.' or '..'), got {recipe.name!r}: "
+            "runs go to runs/train/<name>"
+        )
     if recipe.data.resolution < 8 or recipe.data.resolution % 8:
         problems.append(f"data.resolution must be a multiple of 8, got {recipe.data.resolution}")
     if recipe.data.min_negatives > recipe.data.max_negatives:

@@ -207,7 +207,7 @@ def test_page_shows_a_bad_class_list_and_keeps_working(server, browser):
     _type_classes(browser, "circle, square, circle")
     browser.find_element(By.CSS_SELECTOR, "#segment").click()
     body = browser.find_element(By.TAG_NAME, "body")
-    message = "the class list names these classes twice: ['circle']"  # as `segdiff infer`
+    message = "names these classes twice: 'circle' and 'circle'"  # as `segdiff infer`
     WebDriverWait(browser, 60).until(lambda d: message in body.text)
     browser.find_element(By.XPATH, "//button[normalize-space()='shapes']").click()
     WebDriverWait(browser, 10).until(lambda d: box.get_attribute("value") == "shapes")
@@ -288,10 +288,13 @@ def test_client_gets_the_cli_messages_for_bad_input(server, tmp_path):
         _predict(url, EXAMPLE, "a, b", members=0)
     with pytest.raises(AppError, match="seed must be a whole number of at least 0, got 1.5"):
         _predict(url, EXAMPLE, "a, b", seed=1.5)
-    # A near miss: a path typed as the class list is one class name; the server never
-    # reads files named by strangers.
-    *_, table, _ = _predict(url, EXAMPLE, str(names))
-    assert [row[0] for row in table["data"]] == [str(names), "(none)"]
+    # A near miss: a path typed as the class list is refused as `segdiff infer` refuses a
+    # missing class file, but the server never reads files named by strangers.
+    with pytest.raises(AppError, match="looks like a class file") as refused:
+        _predict(url, EXAMPLE, str(names))
+    assert "secret" not in str(refused.value)
+    with pytest.raises(AppError, match="did you mean ade150"):
+        _predict(url, EXAMPLE, "ade15")
 
 
 def test_two_users_at_once_get_their_own_results(server, tmp_path):

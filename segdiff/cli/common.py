@@ -1,13 +1,16 @@
-"""What every subcommand shares: the console and the translation of bad input to exit 2."""
+"""What every subcommand shares: the console, the translation of bad input and of running out
+of memory to exit 2, and the checks of an output folder."""
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import typer
 
 from segdiff.console import console
 from segdiff.errors import SegDiffInputError
+from segdiff.memory import is_out_of_memory, out_of_memory_message
 
 F = TypeVar("F", bound=Callable)
 
@@ -29,6 +32,41 @@ def reports_input_errors(command: F) -> F:
             raise fail(str(err)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def reports_out_of_memory(advice: str) -> Callable[[F], F]:
+    """Turn running out of memory (CPU or GPU) into a message with ``advice`` and exit 2."""
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            try:
+                return command(*args, **kwargs)
+            except (MemoryError, RuntimeError) as err:
+                if not is_out_of_memory(err):
+                    raise
+                raise fail(out_of_memory_message(err, advice)) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def check_output_folder(path: Path | None, option: str = "--output") -> None:
+    """A folder to write into may be new or an existing folder, never an existing file."""
+    if path is not None and (path.exists() or path.is_symlink()) and not path.is_dir():
+        raise SegDiffInputError(
+            f"{option} {path} is a file; give a folder to write into (it is created if needed)"
+        )
+
+
+def model_default_help(key: str, meaning: str) -> str:
+    """Help text for a default that comes from the model, with the bundled model's value."""
+    from segdiff.model import bundled_model_defaults
+
+    value = bundled_model_defaults().get(key)
+    bundled = f"; the bundled model's is {value}" if value is not None else ""
+    return f" Default: the model's {key} in model_index.json ({meaning}{bundled})."
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:

@@ -4,14 +4,18 @@ from typing import Annotated
 
 import typer
 
-from segdiff.cli.common import console, fail, reports_input_errors
+from segdiff.cli.common import console, fail, reports_input_errors, reports_out_of_memory
 
 
 @reports_input_errors
+@reports_out_of_memory("The model does not fit this device: try --half-precision on a GPU.")
 def command(
     model: Annotated[
         str | None,
-        typer.Option(help="segdiff model folder or hub id (default: the bundled tiny model)."),
+        typer.Option(
+            help="segdiff model folder, training run, checkpoint or hub id (default: the "
+            "bundled tiny model)."
+        ),
     ] = None,
     host: Annotated[
         str,

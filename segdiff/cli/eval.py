@@ -11,22 +11,34 @@ from typing import Annotated, Any
 
 import typer
 
-from segdiff.cli.common import console, reports_input_errors
-from segdiff.data.prepared import open_prepared
+from segdiff.cli.common import (
+    check_output_folder,
+    console,
+    model_default_help,
+    reports_input_errors,
+    reports_out_of_memory,
+)
 from segdiff.depth_coding import NONE_LABEL
-from segdiff.distributed import process_state
 from segdiff.errors import SegDiffInputError
 from segdiff.evaluation.benchmarks import BENCHMARK_NAMES, Benchmark, get_benchmark
-from segdiff.evaluation.evaluate import evaluate
-from segdiff.evaluation.predictors import from_directory, from_predictor, load_model_predictor
-from segdiff.evaluation.report import print_summary, write_outputs
+from segdiff.evaluation.predictors import (
+    from_directory,
+    from_predictor,
+    load_model_predictor,
+    prediction_names,
+)
 from segdiff.model import default_model_path
 from segdiff.run_folder import next_run_dir
 
 DATA_ENV = "SEGDIFF_DATA"
+MEMORY_ADVICE = (
+    "Lower --processing-res (0, each image's own size, takes the most), --batch-size (1 runs "
+    "one ensemble member at a time) or --ensemble-size."
+)
 
 
 @reports_input_errors
+@reports_out_of_memory(MEMORY_ADVICE)
 def command(
     benchmark: Annotated[str, typer.Argument(help=f"One of: {', '.join(BENCHMARK_NAMES)}.")],
     data: Annotated[
@@ -38,12 +50,17 @@ def command(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="segdiff model folder or hub id (default: the bundled model)."),
+        typer.Option(
+            help="segdiff model folder, training run, checkpoint or hub id (default: the "
+            "bundled model)."
+        ),
     ] = None,
     predictions: Annotated[
         Path | None,
         typer.Option(
-            help=f"Folder of label PNGs <id>.png (class ids, {NONE_LABEL} = none) to score."
+            help=f"Folder of predictions to score: label PNGs <id>.png of benchmark class ids "
+            f"({NONE_LABEL} = none), or what 'segdiff infer' wrote (<id>_labels.png with "
+            "<id>.json; its classes are matched to the benchmark's by name)."
         ),
     ] = None,
     output: Annotated[
@@ -54,11 +71,28 @@ def command(
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N images.")] = None,
     ensemble_size: Annotated[
-        int | None, typer.Option(min=1, help="Denoising runs per image, combined by vote.")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Denoising runs per image, combined by vote."
+            + model_default_help("default_ensemble_size", "5 for models segdiff trains"),
+        ),
     ] = None,
-    denoise_steps: Annotated[int | None, typer.Option(min=1, help="DDIM steps.")] = None,
+    denoise_steps: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="DDIM steps."
+            + model_default_help("default_denoising_steps", "10 for models segdiff trains"),
+        ),
+    ] = None,
     processing_res: Annotated[
-        int | None, typer.Option(min=0, help="Long edge the model works at; 0 = native.")
+        int | None,
+        typer.Option(
+            min=0,
+            help="Long edge the model works at; 0 = native."
+            + model_default_help("default_processing_resolution", "768 for models segdiff trains"),
+        ),
     ] = None,
     half_precision: Annotated[
         bool, typer.Option("--half-precision", help="fp16 weights (CUDA only).")
@@ -67,16 +101,26 @@ def command(
     batch_size: Annotated[int, typer.Option(min=0, help="0 picks one from memory.")] = 0,
 ) -> None:
     """Score a model (or ready-made predictions) on a benchmark: mIoU and friends."""
+    from segdiff.data.prepared import open_prepared
+    from segdiff.distributed import process_state
+    from segdiff.evaluation.evaluate import evaluate
+    from segdiff.evaluation.report import print_summary, write_outputs
+    from segdiff.inference import check_seed
+
+    check_seed(seed)
+    check_output_folder(output)
     bench = get_benchmark(benchmark)
     data_dir = _data_dir(bench, data)
     prepared = open_prepared(data_dir, split or bench.split)
     settings: dict[str, Any] = {"data": str(data_dir.resolve()), "limit": limit}
+    missing_note = ""
     state = process_state()
     if predictions is not None:
         if model is not None:
             raise SegDiffInputError("give either --model or --predictions, not both")
-        labels = from_directory(predictions)
+        labels = from_directory(predictions, bench.vocabulary)
         settings["predictions"] = str(predictions.resolve())
+        missing_note = f"looked for {prediction_names(predictions)}"
     else:
         model_settings = {
             "ensemble_size": ensemble_size,
@@ -93,7 +137,7 @@ def command(
         labels = from_predictor(predictor, prepared, bench.classes)
         settings.update(model=model or str(default_model_path()), **model_settings)
 
-    result = evaluate(bench, prepared, labels, limit=limit)
+    result = evaluate(bench, prepared, labels, limit=limit, missing_note=missing_note)
     if state.is_main_process:
         output_dir = output or next_run_dir(Path("runs") / "eval" / bench.name)
         write_outputs(result, output_dir, settings)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from segdiff.cli.common import console, fail, reports_input_errors
+from segdiff.cli.common import check_output_folder, console, fail, reports_input_errors
 
 
 class ExportFormat(str, Enum):
@@ -30,7 +30,9 @@ def command(
             "there is one), a segdiff model folder, a checkpoint folder or a hub id."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the export to.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", "--out", help="Folder to write the export to.")
+    ],
     export_format: Annotated[
         ExportFormat,
         typer.Option(
@@ -47,10 +49,11 @@ def command(
         ),
     ] = Precision.fp32,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace --out if it exists and is not empty.")
+        bool, typer.Option(help="Replace --output if it exists and is not empty.")
     ] = False,
 ) -> None:
     """Export a model as a shareable diffusers folder (with model card) or as ONNX graphs."""
+    check_output_folder(output)
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -72,7 +75,7 @@ def command(
         try:
             result = exporter(
                 model,
-                out,
+                output,
                 dtype=dtype.value,
                 overwrite=overwrite,
                 on_step=lambda description: progress.update(task, description=description),
@@ -82,6 +85,6 @@ def command(
     if export_format is ExportFormat.onnx:
         for name, check in result["graphs"].items():
             console.print(f"{name}.onnx: max difference from PyTorch {check['max_abs_diff']:.2g}")
-        console.print(f"Verified ONNX graphs ({dtype.value}) written to {out}")
+        console.print(f"Verified ONNX graphs ({dtype.value}) written to {output}")
     else:
-        console.print(f"diffusers folder ({', '.join(result)}) written to {out}")
+        console.print(f"diffusers folder ({', '.join(result)}) written to {output}")

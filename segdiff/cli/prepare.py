@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from segdiff.cli.common import console, reports_input_errors
+from segdiff.cli.common import check_output_folder, console, reports_input_errors
 from segdiff.data.prepare import DATASETS, prepare_dataset
 from segdiff.data.writer import SplitSummary
 
@@ -20,9 +20,10 @@ def command(
     root: Annotated[
         Path | None, typer.Argument(help="The dataset's folder (not used for shapes).")
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the prepared dataset to.")] = (
-        ...
-    ),
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", "--out", help="Folder to write the prepared dataset to."),
+    ] = ...,
     split: Annotated[str, typer.Option(help="train, val or all.")] = "all",
     benchmark: Annotated[
         str | None,
@@ -48,12 +49,13 @@ def command(
 
     Each image gets a depth-coded mask of the benchmark classes it contains.
 
-    Unreadable files are reported and skipped, and the run then exits with code 1.
+    Unreadable files are reported and skipped, and the run then exits with code 2.
     """
+    check_output_folder(output)
     result = prepare_dataset(
         dataset,
         root,
-        out,
+        output,
         split=split,
         benchmark=benchmark,
         workers=workers,
@@ -66,7 +68,7 @@ def command(
     )
     _report(result.splits, result.out, result.vocabulary_size)
     if result.failures:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=2)
 
 
 def _report(summaries: list[SplitSummary], out: Path, vocabulary_size: int) -> None:

@@ -9,10 +9,23 @@ from typing import Annotated
 
 import typer
 
-from segdiff.cli.common import console, parse_overrides, reports_input_errors
+from segdiff.cli.common import (
+    check_output_folder,
+    console,
+    parse_overrides,
+    reports_input_errors,
+    reports_out_of_memory,
+)
+
+MEMORY_ADVICE = (
+    "Lower train.batch_size (raise train.gradient_accumulation to keep the effective batch) or "
+    "data.resolution, or set train.gradient_checkpointing=true, or on a GPU "
+    "train.mixed_precision=bf16; --resume latest continues from the last checkpoint."
+)
 
 
 @reports_input_errors
+@reports_out_of_memory(MEMORY_ADVICE)
 def command(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file (see recipes/).")],
     overrides: Annotated[
@@ -39,6 +52,7 @@ def command(
     from segdiff.run_folder import resolve_run
     from segdiff.training.loop import train
 
+    check_output_folder(output)
     resolved = load_recipe(recipe, parse_overrides(overrides or []))
     # Every process must train into the same folder, so the main process picks it.
     run_dir, checkpoint = main_process_decides(lambda: resolve_run(resolved.name, output, resume))

@@ -11,7 +11,6 @@ from pathlib import Path
 from rich.console import Console
 
 from segdiff.console import console as default_console
-from segdiff.data import shapes
 from segdiff.data.converters import CONVERTERS, SPLITS
 from segdiff.data.writer import Job, PreparedWriter, SplitSummary
 from segdiff.errors import SegDiffInputError
@@ -65,7 +64,7 @@ def prepare_dataset(
     options = None
     if dataset == "shapes":
         if root is not None:
-            raise SegDiffInputError("shapes are generated; give no ROOT, only --out")
+            raise SegDiffInputError("shapes are generated; give no ROOT, only --output")
         if benchmark not in (None, "shapes"):
             raise SegDiffInputError(f"shapes has only the 'shapes' vocabulary, not {benchmark!r}")
         benchmark = "shapes"
@@ -136,6 +135,8 @@ def _shapes_jobs(
     seed: int | None,
 ) -> tuple[dict[str, list[Job]], dict]:
     """The shapes jobs of every split, and the generator options to record in meta.json."""
+    from segdiff.data import shapes  # here, not at the top: OpenCV slows the CLI's start
+
     counts = {"train": train_size, "val": val_size}
     for split, count in counts.items():
         if count is None:
@@ -150,8 +151,10 @@ def _shapes_jobs(
 
 def _shapes_size(size: str | int | tuple[int, int] | None) -> int | tuple[int, int]:
     """A side or a (min, max) range; text is a side or ``MIN-MAX``."""
+    from segdiff.data.shapes import DEFAULT_SIZE
+
     if size is None:
-        return shapes.DEFAULT_SIZE
+        return DEFAULT_SIZE
     if isinstance(size, str):
         low, _, high = size.partition("-")
         try:

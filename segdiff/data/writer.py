@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -41,7 +41,14 @@ from segdiff import depth_coding
 from segdiff.console import console as default_console
 from segdiff.data.prepared import FORMAT_VERSION
 from segdiff.errors import SegDiffInputError
-from segdiff.imageio import atomic_path, save_json, save_png, save_text
+from segdiff.imageio import (
+    IMAGE_READ_ERRORS,
+    atomic_path,
+    image_read_error,
+    save_json,
+    save_png,
+    save_text,
+)
 
 JOURNAL = ".journal.jsonl"
 
@@ -118,7 +125,9 @@ class PreparedWriter:
             try:
                 previous = json.loads(meta_path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as err:
-                raise SegDiffInputError(f"{meta_path} is corrupt ({err}); use a new --out") from err
+                raise SegDiffInputError(
+                    f"{meta_path} is corrupt ({err}); use a new --output"
+                ) from err
             mismatched = [
                 key for key in self.meta if key != "splits" and previous.get(key) != self.meta[key]
             ]
@@ -126,11 +135,11 @@ class PreparedWriter:
                 raise SegDiffInputError(
                     f"{self.out} already holds a prepared dataset with a different "
                     f"{', '.join(mismatched)} (dataset {previous.get('dataset')!r}, benchmark "
-                    f"{previous.get('benchmark')!r}); use another --out folder."
+                    f"{previous.get('benchmark')!r}); use another --output folder."
                 )
             self.meta["splits"] = previous.get("splits", {})
         elif self.out.exists() and not self.out.is_dir():
-            raise SegDiffInputError(f"--out {self.out} exists and is not a folder")
+            raise SegDiffInputError(f"--output {self.out} exists and is not a folder")
         save_json(self.meta, meta_path)
 
     def write_split(
@@ -276,8 +285,8 @@ def _write_image(
             width, height = opened.size
     except FileNotFoundError as err:
         raise SegDiffInputError(f"image not found: {image}") from err
-    except (UnidentifiedImageError, OSError) as err:
-        raise SegDiffInputError(f"cannot read image {image}: {err}") from err
+    except IMAGE_READ_ERRORS as err:
+        raise image_read_error(image, err) from err
     if (height, width) != label_shape:
         raise SegDiffInputError(
             f"annotation size {label_shape[1]}x{label_shape[0]} differs from the image "

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segdiff.class_lists import suggest_vocabulary
 from segdiff.data.prepared import PreparedSplit
 from segdiff.depth_coding import IGNORE
 from segdiff.errors import SegDiffInputError
@@ -50,7 +51,7 @@ class Benchmark:
             f"{' or '.join(self.sources)}, but this prepared dataset has "
             f"{len(prepared_vocabulary)} other classes ({preview}{more}). Prepare the data "
             f"for this benchmark with 'segdiff prepare DATASET ROOT --benchmark "
-            f"{self.sources[-1]} --out DIR'."
+            f"{self.sources[-1]} --output DIR'."
         )
 
     def ground_truth(self, prepared: PreparedSplit, lut: np.ndarray, image_name: str) -> np.ndarray:
@@ -61,7 +62,9 @@ class Benchmark:
 def get_benchmark(name: str) -> Benchmark:
     """The benchmark called ``name``; SegDiffInputError for an unknown name."""
     if name not in BENCHMARK_NAMES:
+        close = suggest_vocabulary(name)
+        guess = f"did you mean {' or '.join(close)}? " if close else ""
         raise SegDiffInputError(
-            f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARK_NAMES)}"
+            f"unknown benchmark {name!r}; {guess}known benchmarks: {', '.join(BENCHMARK_NAMES)}"
         )
     return Benchmark(name, get_vocabulary(name), _SOURCES.get(name, (name,)))

@@ -54,6 +54,8 @@ class EvalResult:
     samples: list[tuple[str, np.ndarray]] = field(default_factory=list)
     """(image name, image | gt | prediction panel) for the first few images."""
     num_processes: int = 1
+    missing_note: str = ""
+    """Where predictions were looked for, said with the missing ones."""
 
     @cached_property
     def metrics(self) -> SegmentationMetrics:
@@ -68,9 +70,11 @@ def evaluate(
     limit: int | None = None,
     max_samples: int = MAX_SAMPLES,
     progress: bool = True,
+    missing_note: str = "",
 ) -> EvalResult:
     """Score ``labels`` on ``prepared`` (its first ``limit`` images if given) for
-    ``benchmark``. Raises SegDiffInputError when nothing could be scored."""
+    ``benchmark``. Raises SegDiffInputError when nothing could be scored. ``missing_note``
+    (where predictions were looked for) goes with the report of missing ones."""
     lut = benchmark.label_lut(prepared.vocabulary)
     names = prepared.image_names[:limit]
     if not names:
@@ -99,6 +103,7 @@ def evaluate(
             shard.failures.append((name, str(err)))
 
     result = _merge(gather_object([shard]))
+    result.missing_note = missing_note
     if result.scored == 0 or result.confusion.sum() == 0:
         raise SegDiffInputError(_nothing_scored(result, prepared))
     return result
@@ -161,7 +166,8 @@ def _merge(shards: list[EvalResult]) -> EvalResult:
 def _nothing_scored(result: EvalResult, prepared: PreparedSplit) -> str:
     reasons = []
     if result.missing:
-        reasons.append(f"{len(result.missing)} have no prediction (e.g. {result.missing[0]})")
+        note = f"; {result.missing_note}" if result.missing_note else ""
+        reasons.append(f"{len(result.missing)} have no prediction (e.g. {result.missing[0]}{note})")
     if result.failures:
         name, why = result.failures[0]
         reasons.append(f"{len(result.failures)} could not be scored (e.g. {name}: {why})")

@@ -5,16 +5,18 @@ benchmark class ids (255 = none in 8-bit maps, 65535 in 16-bit ones), or None wh
 prediction exists for that image. A source raises SegDiffInputError for a file it cannot use.
 """
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from segdiff.data.prepared import PreparedSplit
-from segdiff.depth_coding import NONE_LABEL, WIDE_NONE_LABEL
+from segdiff.depth_coding import NONE_LABEL, WIDE_NONE_LABEL, recode
 from segdiff.errors import SegDiffInputError
-from segdiff.imageio import load_rgb
+from segdiff.imageio import IMAGE_READ_ERRORS, image_read_error, load_rgb
+from segdiff.vocabularies import Vocabulary
 
 LabelSource = Callable[[str], np.ndarray | None]
 Predictor = Callable[[Image.Image, Sequence[str]], np.ndarray]
@@ -29,8 +31,8 @@ def read_label_png(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             mode = image.mode
             labels = np.asarray(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise SegDiffInputError(f"cannot read prediction {path}: {err}") from err
+    except IMAGE_READ_ERRORS as err:
+        raise image_read_error(path, err, "prediction") from err
     if mode in ("L", "P"):
         return labels.astype(np.uint8)
     if mode in _SIXTEEN_BIT_MODES and labels.min() >= 0 and labels.max() <= WIDE_NONE_LABEL:
@@ -41,19 +43,73 @@ def read_label_png(path: Path) -> np.ndarray:
     )
 
 
-def from_directory(directory: str | Path) -> LabelSource:
-    """Predictions stored as ``<directory>/<image stem>.png``."""
+def from_directory(directory: str | Path, vocabulary: Vocabulary) -> LabelSource:
+    """Predictions in ``directory``, for each image stem either
+
+    - ``<stem>.png``: class ids of ``vocabulary`` (the benchmark's), or
+    - ``<stem>_labels.png`` with ``<stem>.json``, as `segdiff infer` writes them: indices
+      into the class list the JSON records, mapped to ``vocabulary`` ids by name (a class
+      of the benchmark or one of its synonyms); a class the benchmark lacks is an error.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise SegDiffInputError(
-            f"predictions folder not found: {directory} (expected label PNGs named <id>.png)"
+            f"predictions folder not found: {directory} (expected {prediction_names(directory)})"
         )
 
     def labels(image_name: str) -> np.ndarray | None:
-        path = directory / (Path(image_name).stem + ".png")
-        return read_label_png(path) if path.is_file() else None
+        stem = Path(image_name).stem
+        plain, labeled = directory / f"{stem}.png", directory / f"{stem}_labels.png"
+        if plain.is_file() and labeled.is_file():
+            raise SegDiffInputError(
+                f"both {plain.name} and {labeled.name} are in {directory}; keep one"
+            )
+        if plain.is_file():
+            return read_label_png(plain)
+        if labeled.is_file():
+            return _infer_labels(labeled, directory / f"{stem}.json", vocabulary)
+        return None
 
     return labels
+
+
+def prediction_names(directory: str | Path) -> str:
+    """The file names `from_directory` looks for, for messages."""
+    directory = Path(directory)
+    return (
+        f"{directory / '<id>.png'} holding class ids, or {directory / '<id>_labels.png'} with "
+        "<id>.json as 'segdiff infer' writes them"
+    )
+
+
+def _infer_labels(path: Path, record_path: Path, vocabulary: Vocabulary) -> np.ndarray:
+    """`segdiff infer`'s label map, re-coded from its own class list to vocabulary ids."""
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        classes = record["classes"]
+    except FileNotFoundError:
+        raise SegDiffInputError(
+            f"{path.name} has no {record_path.name} beside it: its values are indices into "
+            "the class list that file records, so they cannot be scored without it"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise SegDiffInputError(f"cannot read the class list of {record_path}: {err}") from err
+    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+        raise SegDiffInputError(f"{record_path}: 'classes' must be a list of class names")
+    labels = read_label_png(path)
+    if list(classes) == list(vocabulary.classes):
+        return labels
+    ids = {name: i for i, name in enumerate(vocabulary.classes)}
+    for i, name in enumerate(vocabulary.classes):
+        for synonym in vocabulary.synonyms.get(name, ()):
+            ids.setdefault(synonym, i)
+    unknown = [name for name in classes if name not in ids]
+    if unknown:
+        raise SegDiffInputError(
+            f"{record_path} lists classes that {vocabulary.name} does not have: {unknown[:5]}; "
+            f"segment with 'segdiff infer ... --classes {vocabulary.name}' to score on it"
+        )
+    return recode(labels, {k: ids[name] for k, name in enumerate(classes)}, len(vocabulary.classes))
 
 
 def from_predictor(

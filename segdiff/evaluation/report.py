@@ -128,9 +128,10 @@ def print_summary(result: EvalResult, console: Console, output_dir: Path | None 
 def problem_lines(result: EvalResult) -> list[str]:
     lines = []
     if result.missing:
+        note = f" ({result.missing_note})" if result.missing_note else ""
         lines.append(
             f"{len(result.missing)} of {result.images} images have no prediction and were "
-            f"not scored: {_examples(result.missing)}"
+            f"not scored: {_examples(result.missing)}{note}"
         )
     if result.failures:
         examples = "; ".join(f"{name}: {why}" for name, why in result.failures[:3])

@@ -1,6 +1,8 @@
 """The SegDiff model: CAM text conditioning, the pipeline, SD2 initialisation, tiny configs."""
 
+import json
 from pathlib import Path
+from typing import Any
 
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-shapes"
 
@@ -8,3 +10,14 @@ BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-sh
 def default_model_path() -> Path | None:
     """The bundled tiny shapes model, if this install ships it."""
     return BUNDLED_MODEL_DIR if (BUNDLED_MODEL_DIR / "model_index.json").is_file() else None
+
+
+def bundled_model_defaults() -> dict[str, Any]:
+    """The inference defaults saved in the bundled model's model_index.json ({} without
+    one), for help texts; read as plain JSON, so help stays fast."""
+    path = BUNDLED_MODEL_DIR / "model_index.json"
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return index if isinstance(index, dict) else {}

@@ -1,15 +1,19 @@
 """Loading a model: what counts as a segdiff model folder, and the default model, device and
 precision of the command line in one place."""
 
-import json
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
 from diffusers.utils import logging as diffusers_logging
+from safetensors import SafetensorError
 from transformers.utils import logging as transformers_logging
 
+from segdiff import run_folder
 from segdiff.errors import SegDiffInputError
+from segdiff.imageio import read_json_object
 from segdiff.model import default_model_path
+from segdiff.model.folder import check_model_folder, check_model_index
 from segdiff.model.pipeline import SegDiffPipeline
 
 
@@ -58,42 +62,71 @@ def load_pipeline(
             notes.append("--half-precision applies on CUDA GPUs only; running fp32 on the CPU.")
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    pipe = SegDiffPipeline.from_pretrained(model, dtype=dtype, variant=variant)
+    source, is_checkpoint = _what_to_load(model)
+    try:
+        if is_checkpoint:
+            from segdiff.training.checkpoints import load_checkpoint_pipeline
+
+            notes.append(f"Loading the training checkpoint {source}.")
+            pipe = load_checkpoint_pipeline(source)
+            if pipe.dtype != dtype:
+                pipe = pipe.to(dtype=dtype)
+        else:
+            pipe = SegDiffPipeline.from_pretrained(source, dtype=dtype, variant=variant)
+    except SegDiffInputError:
+        raise
+    except (OSError, ValueError, SafetensorError) as err:  # what diffusers says of bad files
+        raise SegDiffInputError(f"cannot load the model {model}: {err}") from err
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(target), notes
 
 
-def check_is_segdiff_model(name_or_path: str | Path, cache_dir: str | None = None) -> None:
-    """Raise a clear SegDiffInputError unless this is a segdiff pipeline folder or hub id."""
+def _what_to_load(model: str | Path) -> tuple[str | Path, bool]:
+    """(model folder, hub id or checkpoint folder; whether it is a checkpoint). A training
+    run gives its final model, or its newest checkpoint while it has none."""
+    path = Path(model)
+    if run_folder.is_checkpoint(path):
+        return path, True
+    if not run_folder.is_run(path):
+        return model, False
+    final = run_folder.model_dir(path)
+    if (final / "model_index.json").is_file():
+        return final, False
+    latest = run_folder.latest_checkpoint(path)
+    if latest is None:
+        raise SegDiffInputError(
+            f"training run {path} has neither a final model/ nor a finished checkpoint yet"
+        )
+    return latest, True
+
+
+def check_is_segdiff_model(
+    name_or_path: str | Path, cache_dir: str | None = None, loaded: Collection[str] = ()
+) -> None:
+    """Raise a clear SegDiffInputError unless this is a segdiff pipeline folder or hub id.
+
+    A local folder is checked whole (`segdiff.model.folder`), except the components in
+    ``loaded``; of a hub id, only model_index.json is fetched and checked before loading.
+    """
     path = Path(name_or_path)
     if path.is_dir():
-        index_path = path / "model_index.json"
-        if not index_path.is_file():
+        if not (path / "model_index.json").is_file():
             raise SegDiffInputError(
                 f"{path} is not a segdiff model folder: it has no model_index.json"
             )
-    elif path.exists() or str(name_or_path).count("/") != 1:
+        check_model_folder(path, loaded)
+        return
+    if path.exists() or str(name_or_path).count("/") != 1:
         raise SegDiffInputError(f"model not found: {name_or_path} (a folder or a hub id)")
-    else:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-        try:
-            index_path = Path(
-                hf_hub_download(str(name_or_path), "model_index.json", cache_dir=cache_dir)
-            )
-        except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
-            raise SegDiffInputError(
-                f"cannot get model {name_or_path} from the Hugging Face hub or its cache: {err}"
-            ) from err
     try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, OSError) as err:
-        raise SegDiffInputError(f"{index_path} is not valid JSON: {err}") from err
-    if index.get("_class_name") != SegDiffPipeline.__name__ or "cam" not in index:
-        kind = index.get("_class_name", "unknown")
-        raise SegDiffInputError(
-            f"{name_or_path} is a {kind} folder, not a segdiff model (no 'cam' component). "
-            "A Stable Diffusion 2 folder must first be fine-tuned with 'segdiff train', or "
-            "loaded in Python with SegDiffPipeline.from_stable_diffusion() for an untrained model."
+        index_path = Path(
+            hf_hub_download(str(name_or_path), "model_index.json", cache_dir=cache_dir)
         )
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
+        raise SegDiffInputError(
+            f"cannot get model {name_or_path} from the Hugging Face hub or its cache: {err}"
+        ) from err
+    check_model_index(read_json_object(index_path), name_or_path)

@@ -20,9 +20,11 @@ from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from segdiff import depth_coding
+from segdiff.class_lists import check_class_names
 from segdiff.errors import SegDiffInputError
+from segdiff.memory import check_fits
 from segdiff.model.cam import ContentAttentionModule
-from segdiff.model.text import DEFAULT_PROMPT_TEMPLATE, ClassEmbedder, check_class_names
+from segdiff.model.text import DEFAULT_PROMPT_TEMPLATE, ClassEmbedder
 
 # A class counts as found in a first-pass chunk when it covers at least this pixel fraction.
 FOUND_FRACTION = 0.002
@@ -158,9 +160,11 @@ class SegDiffPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs):
         """Load a segdiff model folder or hub id (safetensors only, no remote code)."""
         # loading.py imports this module, hence the import here
+        from segdiff.model.folder import COMPONENTS
         from segdiff.model.loading import check_is_segdiff_model
 
-        check_is_segdiff_model(pretrained_model_name_or_path, kwargs.get("cache_dir"))
+        given = [name for name in kwargs if name in COMPONENTS]
+        check_is_segdiff_model(pretrained_model_name_or_path, kwargs.get("cache_dir"), given)
         kwargs.setdefault("use_safetensors", True)
         kwargs.pop("trust_remote_code", None)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
@@ -291,11 +295,14 @@ class SegDiffPipeline(DiffusionPipeline):
         """RGB image -> (1, 3, H', W') in [-1, 1]: long edge = resolution, aspect kept, then
         edge-padded to the latent multiple. Also returns the size before padding, which is
         what the decoded maps are cropped back to."""
-        array = np.asarray(image.convert("RGB"), dtype=np.float32)
-        pixels = torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1.0
+        size = (image.height, image.width)
         if resolution > 0:
             scale = resolution / max(image.width, image.height)
             size = (max(1, round(image.height * scale)), max(1, round(image.width * scale)))
+        self._check_fits(image, size, resolution)
+        array = np.asarray(image.convert("RGB"), dtype=np.float32)
+        pixels = torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1.0
+        if size != (image.height, image.width):
             pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=True)
         multiple = self.latent_multiple
         height, width = pixels.shape[-2:]
@@ -303,6 +310,22 @@ class SegDiffPipeline(DiffusionPipeline):
         if pad_h or pad_w:
             pixels = F.pad(pixels, (0, pad_w, 0, pad_h), mode="replicate")
         return pixels.to(device=self.device, dtype=self.vae.dtype), (height, width)
+
+    def _check_fits(self, image: Image.Image, size: tuple[int, int], resolution: int) -> None:
+        """Refuse, before allocating, a processing size whose VAE activations for a single
+        ensemble member (a few maps of the VAE's first width at full size) cannot fit."""
+        height, width = (side + (-side) % self.latent_multiple for side in size)
+        channels = self.vae.config.block_out_channels[0]
+        needed = 3 * height * width * channels * self.vae.dtype.itemsize
+        setting = f"processing_resolution {resolution}" if resolution else "native resolution"
+        check_fits(
+            needed,
+            self.device,
+            f"segmenting a {image.width}x{image.height} image at {setting} ({width}x{height} "
+            "pixels)",
+            "lower processing_resolution (--processing-res on the command line; 0 means the "
+            "image's own size).",
+        )
 
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         latent = self.vae.encode(pixels).latent_dist.mode()

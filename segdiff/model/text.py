@@ -1,4 +1,6 @@
-"""Class names to sentence embeddings, computed once per (text encoder, prompt)."""
+"""Class names to sentence embeddings, computed once per (text encoder, prompt).
+
+What a valid class list is belongs to `segdiff.class_lists`."""
 
 from collections.abc import Sequence
 
@@ -8,22 +10,6 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from segdiff.errors import SegDiffInputError
 
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."
-
-
-def check_class_names(classes: Sequence[str]) -> list[str]:
-    """Strip names; reject an empty list, empty names and duplicates with a clear message."""
-    if isinstance(classes, str):
-        raise SegDiffInputError("classes must be a list of names, not one string")
-    names = [str(name).strip() for name in classes]
-    if not names:
-        raise SegDiffInputError("the class list is empty; give at least one class name")
-    if any(not name for name in names):
-        raise SegDiffInputError(f"the class list has an empty name: {list(classes)!r}")
-    seen: set[str] = set()
-    duplicates = sorted({name for name in names if name in seen or seen.add(name)})
-    if duplicates:
-        raise SegDiffInputError(f"the class list names these classes twice: {duplicates}")
-    return names
 
 
 class ClassEmbedder:

@@ -102,17 +102,12 @@ class TrainingSamples(torch.utils.data.Dataset):
         name = self.names[index]
         image = load_rgb(self.split.image_path(name))
         listed = list(self.split.classes(name))
-        gray = self.split.load_mask(name)
-        if gray.shape != (image.height, image.width):
+        labels = self.split.local_labels(name)
+        if labels.shape != (image.height, image.width):
             raise SegDiffInputError(
-                f"mask {self.split.mask_path(name)} is {gray.shape[1]}x{gray.shape[0]}, its "
+                f"mask {self.split.mask_path(name)} is {labels.shape[1]}x{labels.shape[0]}, its "
                 f"image {image.width}x{image.height}"
             )
-        labels = (
-            depth_coding.decode(gray, len(listed))
-            if listed
-            else np.full(gray.shape, depth_coding.NONE_LABEL, np.uint8)
-        )
         pixels, labels = augment(np.asarray(image), labels, s, rng)
 
         present_ids = [int(k) for k in np.unique(labels) if k != depth_coding.NONE_LABEL]

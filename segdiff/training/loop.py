@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from diffusers import AutoencoderKL, DDIMScheduler
@@ -28,6 +29,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
@@ -38,6 +40,7 @@ from segdiff.distributed import process_state
 from segdiff.errors import SegDiffInputError
 from segdiff.evaluation.report import metrics_dict
 from segdiff.imageio import save_json
+from segdiff.memory import check_fits
 from segdiff.model.from_sd import components_from_stable_diffusion
 from segdiff.model.pipeline import SegDiffPipeline
 from segdiff.model.tiny import build_tiny_components
@@ -68,12 +71,22 @@ def train(recipe: Recipe, run_dir: str | Path, resume: str | Path | None = None)
 
 def build_components(recipe: Recipe) -> dict[str, Any]:
     """The untrained pipeline components the recipe starts from."""
-    if recipe.model.kind == "tiny":
-        try:
-            return build_tiny_components(recipe.seed, recipe.model.tiny)
-        except (TypeError, ValueError) as err:
-            raise SegDiffInputError(f"model.tiny overrides do not build a model: {err}") from err
-    return components_from_stable_diffusion(recipe.model.pretrained)
+    if recipe.model.kind != "tiny":
+        return components_from_stable_diffusion(recipe.model.pretrained)
+    try:
+        with torch.device("meta"):  # sized first, nothing allocated
+            networks = build_tiny_components(recipe.seed, recipe.model.tiny)
+    except (TypeError, ValueError) as err:
+        raise SegDiffInputError(f"model.tiny overrides do not build a model: {err}") from err
+    modules = [part for part in networks.values() if isinstance(part, nn.Module)]
+    parameters = sum(p.numel() for module in modules for p in module.parameters())
+    check_fits(
+        4 * parameters,
+        torch.device("cpu"),
+        f"the tiny model of the recipe ({parameters:,} parameters)",
+        "lower the widths in model.tiny.",
+    )
+    return build_tiny_components(recipe.seed, recipe.model.tiny)
 
 
 class Trainer:

@@ -1,11 +1,24 @@
 import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+import segdiff
+from segdiff import run_folder
 from segdiff.cli import app
+from segdiff.model import BUNDLED_MODEL_DIR
+from segdiff.recipes import Recipe, save_recipe
+from segdiff.training import checkpoints
 
 runner = CliRunner()
 FAST = ["--ensemble-size", "2", "--denoise-steps", "1", "--seed", "0"]
@@ -144,13 +157,316 @@ def test_not_a_segdiff_model(tmp_path, tiny_sd2_dir):
     _assert_clean_error(result, "no model_index.json")
 
 
-def test_skip_existing_resumes_without_redoing_work(tmp_path, tiny_model_dir):
+def test_skip_existing_skips_only_what_the_same_settings_made(tmp_path, tiny_model_dir):
     image = _write_image(tmp_path / "a.png")
     out = tmp_path / "out"
-    _infer(image, "-c", "a,b", "--model", tiny_model_dir, "-o", out, *FAST)
-    (out / "a.json").write_text('{"kept": true}')
-    result = _infer(
-        image, "-c", "a,b", "--model", tiny_model_dir, "-o", out, "--skip-existing", *FAST
-    )
+    model = ["--model", tiny_model_dir, "-o", out]
+    assert _infer(image, "-c", "a,b", *model, *FAST).exit_code == 0
+    record = json.loads((out / "a.json").read_text())
+    marked = {**record, "kept": True}
+    (out / "a.json").write_text(json.dumps(marked))
+
+    def rerun(*args):
+        result = _infer(image, *model, "--skip-existing", *args)
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "a.json").read_text())
+
+    assert rerun("-c", "a,b", *FAST) == marked  # same input, classes and settings
+    no_seed = ["--ensemble-size", "2", "--denoise-steps", "1"]
+    assert rerun("-c", "a,b", *no_seed) == marked  # no --seed: the recorded seed counts
+    changed = rerun("-c", "a,b", "--ensemble-size", "2", "--denoise-steps", "2", "--seed", "0")
+    assert changed["settings"]["num_inference_steps"] == 2 and "kept" not in changed
+    redone = rerun("-c", "b,a", *FAST)
+    assert redone["classes"] == ["b", "a"] and "kept" not in redone
+    (out / "a.json").write_text(json.dumps(marked))
+    assert "kept" not in rerun("-c", "a,b", *FAST[:-1], "7")  # another seed given
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        ("clases.txt", "did you mean classes.txt?"),
+        ("ade15", "did you mean ade150?"),
+        ("cat sofa window", 'Did you mean "cat,sofa,window"?'),
+        ("circle,Circle", "differ only in case or spacing"),
+    ],
+)
+def test_near_miss_class_lists_exit_2(tmp_path, tiny_model_dir, classes, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "classes.txt").write_text("circle\nsquare\n")
+    image = _write_image(tmp_path / "a.png")
+    result = _infer(image, "-c", classes, "--model", tiny_model_dir, "-o", "out", *FAST)
+    _assert_clean_error(result, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_quoted_names_and_a_class_file_with_a_bom(tmp_path, tiny_model_dir):
+    image = _write_image(tmp_path / "a.png")
+    out = tmp_path / "out"
+    result = _infer(image, "-c", '"circle", "square"', "--model", tiny_model_dir, "-o", out, *FAST)
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "a.json").read_text()) == {"kept": True}
+    assert json.loads((out / "a.json").read_text())["classes"] == ["circle", "square"]
+    names = tmp_path / "classes.txt"
+    names.write_bytes("background\ncircle\n".encode("utf-8-sig"))
+    result = _infer(image, "-c", names, "--model", tiny_model_dir, "-o", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "a.json").read_text())["classes"] == ["background", "circle"]
+    names.write_bytes("background\ncafé\n".encode("latin-1"))
+    result = _infer(image, "-c", names, "--model", tiny_model_dir, "-o", out, *FAST)
+    _assert_clean_error(result, "is not UTF-8 text", "save it as UTF-8")
+
+
+def test_without_output_each_run_gets_a_new_folder(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    image = _write_image(tmp_path / "photo.png")
+    for expected in ("photo", "photo-2"):
+        result = _infer(image, "-c", "a,b", "--model", tiny_model_dir, *FAST)
+        assert result.exit_code == 0, result.output
+        assert f"runs/infer/{expected}" in result.output
+        assert (tmp_path / "runs" / "infer" / expected / "photo.json").is_file()
+    result = _infer(image, "-c", "a,b", "--model", tiny_model_dir, "--exist-ok", *FAST)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "runs" / "infer" / "photo-3").exists()
+    assert sorted(p.name for p in (tmp_path / "runs" / "infer").iterdir()) == ["photo", "photo-2"]
+
+
+def test_output_that_is_a_file_exits_2(tmp_path, tiny_model_dir):
+    image = _write_image(tmp_path / "a.png")
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    result = _infer(image, "-c", "a,b", "--model", tiny_model_dir, "-o", taken, *FAST)
+    _assert_clean_error(result, "is a file; give a folder")
+    assert taken.read_text() == "not a folder"
+
+
+def test_a_name_that_is_not_utf8_skips_only_that_file(tmp_path, tiny_model_dir):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _write_image(folder / "good.png")
+    _write_image(Path(os.fsdecode(bytes(folder) + b"/caf\xe9.png")))
+    out = tmp_path / "out"
+    for extra in ([], ["--skip-existing"]):
+        result = _infer(folder, "-c", "a,b", "--model", tiny_model_dir, "-o", out, *FAST, *extra)
+        _assert_clean_error(result, "1 of 2 images could not be segmented", "caf\\xe9.png")
+        assert "not valid UTF-8" in result.output
+        assert (out / "good.json").is_file()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "good.json", "good_labels.png", "good_overlay.png", "good_uncertainty.png"
+    ]  # fmt: skip
+
+
+def _png_header(path, width, height):
+    """A PNG whose header claims width x height 8-bit gray pixels (no pixel data)."""
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    path.write_bytes(png)
+    return path
+
+
+def test_a_decompression_bomb_names_the_limit_and_how_to_raise_it(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+    bomb = _png_header(tmp_path / "bomb.png", 20000, 20000)
+    result = _infer(bomb, "-c", "a,b", "--model", tiny_model_dir, "-o", tmp_path / "o", *FAST)
+    _assert_clean_error(result, "178,956,970", "SEGDIFF_MAX_IMAGE_PIXELS")
+    image = _write_image(tmp_path / "small.png")  # 1200 pixels
+    args = [image, "-c", "a,b", "--model", tiny_model_dir, "-o", tmp_path / "o", *FAST]
+    result = runner.invoke(
+        app, ["infer", *map(str, args)], env={"SEGDIFF_MAX_IMAGE_PIXELS": "1000"}
+    )
+    _assert_clean_error(result, "more pixels than the 1,000")
+    result = runner.invoke(
+        app, ["infer", *map(str, args)], env={"SEGDIFF_MAX_IMAGE_PIXELS": "lots"}
+    )
+    _assert_clean_error(result, "SEGDIFF_MAX_IMAGE_PIXELS must be a whole number")
+
+
+def test_a_processing_size_that_cannot_fit_is_refused_before_allocating(tmp_path, tiny_model_dir):
+    image = _write_image(tmp_path / "a.png")
+    result = _infer(
+        image, "-c", "a,b", "--model", tiny_model_dir, "-o", tmp_path / "o",
+        "--processing-res", "100000", *FAST,
+    )  # fmt: skip
+    _assert_clean_error(result, "100000x75000 pixels", "TB of memory", "--processing-res")
+
+
+def test_seed_out_of_range_exits_2(tmp_path, tiny_model_dir):
+    image = _write_image(tmp_path / "a.png")
+    for seed in ("-5", str(10**23)):
+        result = _infer(image, "-c", "a,b", "--model", tiny_model_dir, "--seed", seed)
+        _assert_clean_error(result, "--seed must be between 0 and 4294967295")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 9000000000000 bytes. Error code 12"
+        ),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB."),
+    ],
+    ids=["cpu", "cuda"],
+)
+def test_out_of_memory_says_what_to_lower(tmp_path, tiny_model_dir, monkeypatch, error):
+    def run_out(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("segdiff.model.pipeline.SegDiffPipeline.__call__", run_out)
+    image = _write_image(tmp_path / "a.png")
+    result = _infer(image, "-c", "a,b", "--model", tiny_model_dir, "-o", tmp_path / "o", *FAST)
+    _assert_clean_error(
+        result, "out of memory", str(error)[:40], "--processing-res", "--batch-size",
+        "--ensemble-size",
+    )  # fmt: skip
+
+
+def test_other_runtime_errors_keep_their_traceback(tmp_path, tiny_model_dir, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("segdiff.model.pipeline.SegDiffPipeline.__call__", broken)
+    image = _write_image(tmp_path / "a.png")
+    result = _infer(image, "-c", "a,b", "--model", tiny_model_dir, "-o", tmp_path / "o", *FAST)
+    assert result.exit_code == 1 and isinstance(result.exception, RuntimeError)
+
+
+def test_help_shows_where_model_defaults_come_from():
+    result = runner.invoke(app, ["infer", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    bundled = json.loads((BUNDLED_MODEL_DIR / "model_index.json").read_text())
+    for key in (
+        "default_ensemble_size",
+        "default_denoising_steps",
+        "default_processing_resolution",
+    ):
+        assert f"the model's {key} in model_index.json" in text
+        assert f"the bundled model's is {bundled[key]}" in text
+
+
+def test_an_argument_error_comes_before_torch_is_imported():
+    """Parse first: heavy libraries are imported only when work starts."""
+    code = (
+        "import sys; from segdiff.cli import app\n"
+        "try:\n    app(['infer', '--bogus'])\nexcept SystemExit as done:\n    code = done.code\n"
+        "print(code, sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("\n")[0] == "2 []", done.stdout + done.stderr
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"segdiff {segdiff.__version__}"
+
+
+def _edit_json(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+MODEL_DAMAGE = {
+    "os-system": (
+        lambda m: _edit_json(m / "model_index.json", lambda d: d.update(cam=["os", "system"])),
+        '"cam" is ["os", "system"], expected ["segdiff.model.cam", "ContentAttentionModule"]',
+    ),
+    "automodel": (
+        lambda m: _edit_json(
+            m / "model_index.json", lambda d: d.update(text_encoder=["transformers", "AutoModel"])
+        ),
+        '"text_encoder" is ["transformers", "AutoModel"]',
+    ),
+    "extra-entry": (
+        lambda m: _edit_json(m / "model_index.json", lambda d: d.update(safety=["x", "Y"])),
+        '"safety" is no part of a segdiff model',
+    ),
+    "bad-default": (
+        lambda m: _edit_json(
+            m / "model_index.json", lambda d: d.update(default_ensemble_size="many")
+        ),
+        '"default_ensemble_size" has the invalid value "many"',
+    ),
+    "index-list": (
+        lambda m: (m / "model_index.json").write_text("[]"),
+        "model_index.json must hold a JSON object",
+    ),
+    "module-file": (
+        lambda m: (m / "cam" / "modeling_cam.py").write_text("import os"),
+        "holds Python files (cam/modeling_cam.py)",
+    ),
+    "truncated-weights": (
+        lambda m: _truncate(m / "unet" / "diffusion_pytorch_model.safetensors"),
+        "is not a complete safetensors file",
+    ),
+    "random-weights": (
+        lambda m: (m / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(os.urandom(999)),
+        "is not a complete safetensors file",
+    ),
+    "no-weights": (
+        lambda m: (m / "cam" / "diffusion_pytorch_model.safetensors").unlink(),
+        "has no .safetensors weights",
+    ),
+    "invalid-config": (
+        lambda m: (m / "unet" / "config.json").write_text("{not json"),
+        "unet/config.json is not readable UTF-8 JSON",
+    ),
+    "config-list": (
+        lambda m: (m / "vae" / "config.json").write_text("[1, 2]"),
+        "vae/config.json must hold a JSON object",
+    ),
+    "petabyte-config": (
+        lambda m: _edit_json(
+            m / "vae" / "config.json", lambda d: d.update(block_out_channels=[10**8, 10**8])
+        ),
+        "parameters) needs at least",
+    ),
+    "config-off-its-weights": (
+        lambda m: _edit_json(
+            m / "vae" / "config.json", lambda d: d.update(block_out_channels=[16, 16])
+        ),
+        "cannot load the model",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", MODEL_DAMAGE)
+def test_a_model_folder_is_checked_as_data(tmp_path, tiny_model_dir, damage):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    spoil, message = MODEL_DAMAGE[damage]
+    spoil(model)
+    image = _write_image(tmp_path / "a.png")
+    result = _infer(image, "-c", "a,b", "--model", model, "-o", tmp_path / "o", *FAST)
+    _assert_clean_error(result, message)
+
+
+def test_a_checkpoint_or_a_run_works_as_model(tmp_path, tiny_pipeline):
+    run = tmp_path / "run"
+    save_recipe(Recipe(name="tiny"), run / run_folder.RECIPE)
+    checkpoints.save_frozen(run, tiny_pipeline.components)
+    checkpoint = run_folder.checkpoint_dir(run, 3)
+    checkpoint.mkdir(parents=True)
+    checkpoints.write_trainable(checkpoint, tiny_pipeline)
+    (checkpoint / run_folder.CHECKPOINT_INFO).write_text('{"step": 3}')
+    image = _write_image(tmp_path / "a.png")
+    outputs = {}
+    for name, model in (("checkpoint", checkpoint), ("run", run)):
+        out = tmp_path / name
+        result = _infer(image, "-c", "a,b", "--model", model, "-o", out, *FAST)
+        assert result.exit_code == 0, result.output
+        assert f"Loading the training checkpoint {checkpoint}" in result.output.replace("\n", "")
+        outputs[name] = np.asarray(Image.open(out / "a_labels.png"))
+    assert np.array_equal(outputs["checkpoint"], outputs["run"])

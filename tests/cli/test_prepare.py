@@ -115,7 +115,7 @@ def test_corrupt_and_missing_annotations_are_reported_and_skipped(ade_root, tmp_
     (annotations / "ADE_val_00000001.png").write_bytes(b"not a png at all")
     (annotations / "ADE_val_00000003.png").unlink()
     result = _prepare("ade20k", ade_root, "--out", tmp_path / "out", "--workers", "2")
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # bad files: exit 2, as in every command
     assert "Traceback" not in result.output
     assert "Skipped 2 images" in result.output
     assert "val/ADE_val_00000001: cannot read annotation" in result.output

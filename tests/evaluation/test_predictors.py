@@ -7,6 +7,7 @@ from PIL import Image
 from segdiff.data.prepared import open_prepared
 from segdiff.errors import SegDiffInputError
 from segdiff.evaluation.predictors import from_directory, from_predictor, read_label_png
+from segdiff.vocabularies import get_vocabulary
 
 
 def test_reads_8_bit_16_bit_and_palette_pngs(tmp_path):
@@ -36,11 +37,11 @@ def test_color_and_corrupt_predictions_are_input_errors(tmp_path):
 
 def test_directory_source_finds_predictions_by_image_stem(tmp_path):
     Image.fromarray(np.ones((2, 2), np.uint8)).save(tmp_path / "2008_000001.png")
-    labels = from_directory(tmp_path)
+    labels = from_directory(tmp_path, get_vocabulary("voc21"))
     np.testing.assert_array_equal(labels("2008_000001.jpg"), np.ones((2, 2)))
     assert labels("2008_000002.jpg") is None
     with pytest.raises(SegDiffInputError, match="predictions folder not found"):
-        from_directory(tmp_path / "nope")
+        from_directory(tmp_path / "nope", get_vocabulary("voc21"))
 
 
 def test_predictor_source_gives_the_rgb_image_and_all_classes(make_prepared):

@@ -18,7 +18,7 @@ from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from rich.progress import track
 
 from segdiff.console import console
@@ -31,6 +31,7 @@ from segdiff.data.converters.common import (
 from segdiff.data.writer import Converted, Job
 from segdiff.depth_coding import IGNORE
 from segdiff.errors import SegDiffInputError
+from segdiff.imageio import IMAGE_READ_ERRORS, image_read_error
 from segdiff.vocabularies import get_vocabulary
 
 LAYOUT = (
@@ -81,8 +82,8 @@ def read_class_map(path: Path) -> np.ndarray:
             rgb = np.asarray(seg.convert("RGB"))
     except FileNotFoundError as err:
         raise SegDiffInputError(f"annotation not found: {path}") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise SegDiffInputError(f"cannot read annotation {path}: {err}") from err
+    except IMAGE_READ_ERRORS as err:
+        raise image_read_error(path, err, "annotation") from err
     return (rgb[..., 0] // 10).astype(np.uint16) * 256 + rgb[..., 1]
 
 

@@ -6,14 +6,12 @@ from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
-import scipy.io
-from PIL import Image, UnidentifiedImageError
-from scipy.io.matlab import MatReadError
+from PIL import Image
 
 from segdiff.data.writer import Converted, Job
 from segdiff.depth_coding import IGNORE
 from segdiff.errors import SegDiffInputError
-from segdiff.imageio import IMAGE_SUFFIXES
+from segdiff.imageio import IMAGE_READ_ERRORS, IMAGE_SUFFIXES, image_read_error
 from segdiff.vocabularies import get_vocabulary, source_ids
 
 SPLITS = ("train", "val")
@@ -85,8 +83,8 @@ def read_index_png(path: Path) -> np.ndarray:
             mode, values = image.mode, np.asarray(image)
     except FileNotFoundError as err:
         raise SegDiffInputError(f"annotation not found: {path}") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise SegDiffInputError(f"cannot read annotation {path}: {err}") from err
+    except IMAGE_READ_ERRORS as err:
+        raise image_read_error(path, err, "annotation") from err
     if mode not in ("P", "L", "I;16", "I"):
         raise SegDiffInputError(
             f"annotation {path} is a {mode} image; expected a single-channel "
@@ -99,9 +97,17 @@ def load_mat(path: Path) -> dict[str, np.ndarray]:
     """The variables of a MATLAB file (v4 to v7.2)."""
     if not path.is_file():
         raise SegDiffInputError(f"annotation not found: {path}")
+    import scipy.io  # here, not at the top: the command line starts faster without it
+
     try:
         return scipy.io.loadmat(path)
-    except (OSError, ValueError, TypeError, NotImplementedError, MatReadError) as err:
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        NotImplementedError,
+        scipy.io.matlab.MatReadError,
+    ) as err:
         raise SegDiffInputError(f"cannot read annotation {path}: {err}") from err
 
 

@@ -189,7 +189,10 @@ def load_recipe(path: str | Path, overrides: dict[str, str] | None = None) -> Re
     for key, text in (overrides or {}).items():
         if not all(key.split(".")):
             raise SegDiffInputError(f"override key {key!r} is not a dotted path like optim.lr")
-        _update(config, key, _parse_scalar(key, text))
+        value = _parse_scalar(key, text)
+        if isinstance(value, bool) and isinstance(OmegaConf.select(config, key), str):
+            value = text.strip()  # YAML reads "no" as false: train.mixed_precision=no
+        _update(config, key, value)
     try:
         recipe = OmegaConf.to_object(config)
     except OmegaConfBaseException as err:  # e.g. a "${...}" that OmegaConf cannot resolve

@@ -94,3 +94,23 @@ def shapes_root(tmp_path_factory) -> Path:
     )
     assert result.exit_code == 0, result.output
     return root
+
+
+@pytest.fixture(scope="session")
+def png_header():
+    """``write(path, width, height)``: a PNG whose header claims width x height 8-bit gray
+    pixels and holds none; Pillow reads the size (and refuses a decompression bomb) from it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    def write(path: Path, width: int, height: int) -> Path:
+        header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+        return path
+
+    return write

@@ -235,6 +235,22 @@ def test_segmenter_reports_progress_and_keeps_only_the_latest_files(tiny_pipelin
     assert [row[0] for row in table] == ["a", "(none)"]
 
 
+def test_segmenter_says_what_to_lower_when_memory_runs_out(tiny_pipeline, monkeypatch):
+    import gradio as gr
+    import torch
+
+    from segdiff.demo import Segmenter
+
+    def run_out(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+
+    monkeypatch.setattr(type(tiny_pipeline), "__call__", run_out)
+    segment = Segmenter(tiny_pipeline)
+    image = {"path": str(EXAMPLE), "orig_name": "big.png"}
+    with pytest.raises(gr.Error, match="out of memory .*Lower the processing resolution"):
+        segment(image, "a, b", 1, 2, 32, 0, progress=lambda *args, **kwargs: None)
+
+
 def _predict(url, image, classes, steps=1, members=2, resolution=64, seed=3):
     from gradio_client import Client, handle_file
 

@@ -79,3 +79,24 @@ def test_recode_to_a_long_list_or_a_given_dtype_uses_its_none():
     assert ground_truth.tolist() == [[depth_coding.IGNORE, 4, depth_coding.IGNORE]]
     from_wide = depth_coding.recode(wide, {299: 0}, 2)
     assert from_wide.tolist() == [[0, 255, 255]]
+
+
+def test_decode_mask_allows_a_few_pixels_off_level_and_refuses_more():
+    labels = np.zeros((10, 10), np.uint8)
+    labels[:, 5:] = 1
+    mask = depth_coding.encode(labels, 3)  # levels 85 and 170
+    mask[0, 0] = 90  # one pixel in a hundred: within the tolerance, read as its nearest level
+    assert np.array_equal(depth_coding.decode_mask(mask, 3, "m.png"), labels)
+    mask[0, 1] = 100
+    with pytest.raises(SegDiffInputError, match=r"m\.png: 2 of 100 pixels \(2\.0%\) have gray"):
+        depth_coding.decode_mask(mask, 3, "m.png")
+    shifted = (depth_coding.encode(labels, 3).astype(int) + 40).astype(np.uint8)
+    with pytest.raises(SegDiffInputError, match="100 of 100 pixels"):
+        depth_coding.decode_mask(shifted, 3)
+
+
+def test_decode_mask_of_an_empty_class_list_is_all_none():
+    none = depth_coding.decode_mask(np.zeros((2, 3), np.uint8), 0)
+    assert np.all(none == depth_coding.NONE_LABEL)
+    with pytest.raises(SegDiffInputError, match="0-class list"):
+        depth_coding.decode_mask(np.full((2, 3), 255, np.uint8), 0)

@@ -141,3 +141,10 @@ def test_model_defaults_are_the_pipeline_defaults():
     assert Recipe().model.pipeline_defaults() == DEFAULTS
     tiny = load_recipe(RECIPES / "tiny-shapes.yaml").model.pipeline_defaults()
     assert (tiny.default_denoising_steps, tiny.max_classes_per_pass) == (1, 7)
+
+
+def test_yaml_words_for_false_stay_text_for_text_keys():
+    recipe = load_recipe(RECIPES / "sd2-cocostuff.yaml", {"train.mixed_precision": "no"})
+    assert recipe.train.mixed_precision == "no"
+    with pytest.raises(SegDiffInputError, match="train.hflip|data.hflip"):
+        load_recipe(RECIPES / "tiny-shapes.yaml", {"data.hflip": "maybe"})

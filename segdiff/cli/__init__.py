@@ -17,7 +17,6 @@ from segdiff.imageio import apply_max_image_pixels
 
 app = typer.Typer(
     name="segdiff",
-    help="Open-vocabulary semantic segmentation with a fine-tuned Stable Diffusion 2.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -42,7 +41,8 @@ def main_options(
     """Open-vocabulary semantic segmentation with a fine-tuned Stable Diffusion 2.
 
     Exit codes: 0 done; 2 bad input (arguments, missing or corrupt files, a run that skipped
-    some of them, out of memory); 1 a failure of segdiff itself.
+    some of them, out of memory); 1 a failure of segdiff itself (a bug, or an export that
+    fails its check against PyTorch).
     """
     try:
         apply_max_image_pixels()

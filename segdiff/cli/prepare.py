@@ -45,7 +45,7 @@ def command(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="shapes: random seed [0].")] = None,
 ) -> None:
-    """Convert DATASET at ROOT (or generate shapes) into OUT; resumable, parallel.
+    """Convert DATASET at ROOT (or generate shapes) into OUTPUT; resumable, parallel.
 
     Each image gets a depth-coded mask of the benchmark classes it contains.
 

@@ -76,8 +76,8 @@ def build_components(recipe: Recipe) -> dict[str, Any]:
     try:
         with torch.device("meta"):  # sized first, nothing allocated
             networks = build_tiny_components(recipe.seed, recipe.model.tiny)
-    except (TypeError, ValueError) as err:
-        raise SegDiffInputError(f"model.tiny overrides do not build a model: {err}") from err
+    except (TypeError, ValueError, IndexError, KeyError) as err:
+        raise SegDiffInputError(f"model.tiny overrides do not build a model: {err!r}") from err
     modules = [part for part in networks.values() if isinstance(part, nn.Module)]
     parameters = sum(p.numel() for module in modules for p in module.parameters())
     check_fits(

@@ -43,3 +43,11 @@ def test_a_taken_port_is_a_clean_error(tiny_model_dir):
         port = taken.getsockname()[1]
         result = _demo("--model", tiny_model_dir, "--port", port)
     _assert_clean_error(result, f"cannot serve on 127.0.0.1:{port}")
+
+
+def test_a_model_too_big_for_memory_is_a_clean_error(monkeypatch):
+    def run_out(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9e12")
+
+    monkeypatch.setattr("segdiff.model.loading.load_pipeline", run_out)
+    _assert_clean_error(_demo("--port", "7860"), "out of memory", "--half-precision")

@@ -269,3 +269,139 @@ def test_two_processes_match_one(tmp_path, shapes_data, write_prepared):
         np.load(tmp_path / "one" / "confusion.npy"), np.load(tmp_path / "two" / "confusion.npy")
     )
     assert len(list((tmp_path / "two" / "samples").iterdir())) == 5
+
+
+def write_infer_outputs(folder: Path, predictions: dict[str, np.ndarray], classes: list[str]):
+    """Predictions as `segdiff infer` writes them: <id>_labels.png holds indices into the
+    class list that <id>.json records (here ``classes``, a reordering of the benchmark's)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {name: k for k, name in enumerate(classes)}
+    for image_id, labels in predictions.items():
+        local = np.vectorize(lambda v: N if v == N else index[SHAPES[v]])(labels)
+        Image.fromarray(local.astype(np.uint8)).save(folder / f"{image_id}_labels.png")
+        (folder / f"{image_id}.json").write_text(json.dumps({"classes": classes}))
+    return folder
+
+
+def test_infer_outputs_are_scored_by_class_name(tmp_path, shapes_data):
+    reordered = list(reversed(SHAPES))
+    predictions = write_infer_outputs(tmp_path / "pred", PRED, reordered)
+    out = tmp_path / "out"
+    result = run_eval("shapes", "--data", shapes_data, "--predictions", predictions, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert_expected_metrics(json.loads((out / "metrics.json").read_text()))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda d: (d / "a.json").write_text('{"classes": ["circle", "dog"]}'), "['dog']"),
+        (lambda d: (d / "a.json").unlink(), "a_labels.png has no a.json beside it"),
+        (lambda d: (d / "a.json").write_text("[]"), "cannot read the class list"),
+        (lambda d: write_predictions(d, {"a": PRED["a"]}), "both a.png and a_labels.png"),
+    ],
+    ids=["class-not-in-benchmark", "no-json", "json-list", "both-names"],
+)
+def test_infer_outputs_that_cannot_be_mapped_exit_2(tmp_path, shapes_data, spoil, message):
+    predictions = write_infer_outputs(tmp_path / "pred", PRED, list(SHAPES))
+    spoil(predictions)
+    out = tmp_path / "out"
+    result = run_eval("shapes", "--data", shapes_data, "--predictions", predictions, "-o", out)
+    assert_clean_error(result, "1 of 2 images could not be scored", message)
+
+
+def test_segdiff_infer_then_eval(tmp_path, shapes_root, request):
+    """The README's chain: infer a prepared split with the benchmark's classes, then score."""
+    model = request.getfixturevalue("tiny_model_dir")
+    predictions = tmp_path / "p"
+    infer = runner.invoke(
+        app,
+        ["infer", str(shapes_root / "val" / "images"), "-c", "shapes", "-o", str(predictions),
+         "--model", str(model), "--ensemble-size", "1", "--denoise-steps", "1", "--seed", "0"],
+    )  # fmt: skip
+    assert infer.exit_code == 0, infer.output
+    result = run_eval(
+        "shapes", "--data", shapes_root, "--predictions", predictions, "-o", tmp_path / "o"
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["images"] == 4 and metrics["problems"]["missing_predictions"] == 0
+
+
+def test_missing_predictions_name_the_files_looked_for(tmp_path, shapes_data):
+    (tmp_path / "empty").mkdir()
+    result = run_eval("shapes", "--data", shapes_data, "--predictions", tmp_path / "empty")
+    assert_clean_error(
+        result, "2 have no prediction", f"looked for {tmp_path / 'empty' / '<id>.png'}",
+        "<id>_labels.png with <id>.json as 'segdiff infer' writes them",
+    )  # fmt: skip
+
+
+def _spoil_meta(data: Path, content: bytes) -> None:
+    (data / "meta.json").write_bytes(content)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda d: _spoil_meta(d, b"[]"), "meta.json must hold a JSON object, got a list"),
+        (
+            lambda d: _spoil_meta(d, b'{"format_version": 1}'),
+            "needs a 'vocabulary': a list of distinct class names, got None",
+        ),
+        (lambda d: _spoil_meta(d, '{"x": "é"}'.encode("latin-1")), "is not readable UTF-8 JSON"),
+        (lambda d: (d / "val" / "text.json").write_text("[]"), "text.json must hold a JSON object"),
+        (
+            lambda d: (d / "val" / "text.json").write_text('{"a.png": "circle"}'),
+            "a.png must map to a list of class names",
+        ),
+    ],
+    ids=["meta-list", "no-vocabulary", "meta-latin-1", "text-list", "text-value"],
+)
+def test_a_broken_prepared_dataset_exits_2(tmp_path, shapes_data, spoil, message):
+    spoil(shapes_data)
+    predictions = write_predictions(tmp_path / "pred", PRED)
+    result = run_eval("shapes", "--data", shapes_data, "--predictions", predictions)
+    assert_clean_error(result, message)
+
+
+def test_masks_off_their_levels_are_refused(tmp_path, shapes_data):
+    mask_path = shapes_data / "val" / "masks" / "a.png"
+    mask = np.asarray(Image.open(mask_path)).astype(np.int64)
+    Image.fromarray(((mask + 40) % 256).astype(np.uint8)).save(mask_path)  # shifted by 40
+    predictions = write_predictions(tmp_path / "pred", PRED)
+    out = tmp_path / "out"
+    result = run_eval("shapes", "--data", shapes_data, "--predictions", predictions, "-o", out)
+    assert_clean_error(
+        result, "1 of 2 images could not be scored", "8 of 8 pixels (100.0%) have gray values off "
+        "the levels of its 2-class list (0, 128, 255)",
+    )  # fmt: skip
+    assert json.loads((out / "metrics.json").read_text())["problems"]["failed_images"] == 1
+
+
+def test_out_of_memory_in_eval_says_what_to_lower(tmp_path, shapes_data, monkeypatch):
+    def fake_loader(model, device, **settings):
+        def predict(image, classes):
+            raise MemoryError("Unable to allocate 10.0 TiB for an array")
+
+        return predict, []
+
+    monkeypatch.setattr("segdiff.cli.eval.load_model_predictor", fake_loader)
+    result = run_eval("shapes", "--data", shapes_data, "-o", tmp_path / "out")
+    assert_clean_error(result, "out of memory (Unable to allocate", "--processing-res")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ade15"], "did you mean ade150?"),
+        (["shapes", "--seed", "-1"], "--seed must be between 0 and"),
+        (["shapes", "-o", "{file}"], "is a file; give a folder"),
+    ],
+)
+def test_more_bad_arguments_exit_2(tmp_path, shapes_data, args, message):
+    (tmp_path / "file").write_text("x")
+    predictions = write_predictions(tmp_path / "pred", PRED)
+    args = [arg.format(file=tmp_path / "file") for arg in args]
+    result = run_eval(*args, "--data", shapes_data, "--predictions", predictions)
+    assert_clean_error(result, message)

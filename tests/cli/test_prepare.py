@@ -154,3 +154,22 @@ def test_an_out_folder_of_another_dataset_is_refused(ade_root, tmp_path):
     assert _prepare("shapes", "--out", tmp_path / "out", *SHAPES_SMALL).exit_code == 0
     result = _prepare("ade20k", ade_root, "--out", tmp_path / "out")
     _assert_clean_error(result, "different dataset")
+
+
+def test_output_o_and_out_are_one_option(tmp_path):
+    for option in ("--output", "-o", "--out"):
+        out = tmp_path / option.strip("-")
+        assert _prepare("shapes", option, out, *SHAPES_SMALL).exit_code == 0
+        assert (out / "meta.json").is_file()
+    (tmp_path / "file").write_text("x")
+    _assert_clean_error(_prepare("shapes", "-o", tmp_path / "file", *SHAPES_SMALL), "is a file")
+
+
+def test_a_decompression_bomb_is_reported_and_skipped(ade_root, tmp_path, png_header):
+    """A source image whose header claims 20000 x 20000 pixels: skipped with Pillow's limit
+    and how to raise it, the rest prepared, exit 2."""
+    image = ade_root / "ADEChallengeData2016" / "images" / "validation" / "ADE_val_00000002.jpg"
+    png_header(image, 20000, 20000)  # named .jpg: Pillow goes by the content
+    result = _prepare("ade20k", ade_root, "-o", tmp_path / "out", "--workers", "1")
+    _assert_clean_error(result, "Skipped 1 image", "178,956,970", "SEGDIFF_MAX_IMAGE_PIXELS")
+    _assert_ade_ground_truth(tmp_path / "out", 4)

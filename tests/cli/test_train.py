@@ -1,11 +1,15 @@
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from segdiff.cli import app
@@ -116,3 +120,89 @@ def test_two_cpu_processes_keep_identical_weights(shapes_root, tmp_path):
         state = run / "checkpoints" / f"step-{step:08d}" / "training_state"
         assert (state / "rng-0.safetensors").is_file() and (state / "rng-1.safetensors").is_file()
     assert (run / "model" / "model_index.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optim.lr=.nan"], "optim.lr must be a finite number, got nan"),
+        (["optim.betas=[0.9, .inf]"], "optim.betas must be a finite number"),
+        (["seed=100000000000000000000000"], "seed must be between 0 and 4294967295"),
+        (["name=../../../x"], "name must be one folder name"),
+        (["name=a/b"], "name must be one folder name"),
+    ],
+)
+def test_recipe_values_that_cannot_train_exit_2(tmp_path, monkeypatch, overrides, message):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", RECIPE, f"data.root={tmp_path}", *overrides])
+    assert_input_error(result, message)
+    assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "x").exists()
+
+
+def test_a_run_name_from_a_recipe_file_cannot_leave_runs_train(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "escape.yaml"
+    recipe.write_text(f"base: {RECIPE}\nname: ../../../x\n")
+    result = runner.invoke(app, ["train", str(recipe), f"data.root={tmp_path}"])
+    assert_input_error(result, "name must be one folder name")
+
+
+def test_tiny_overrides_that_cannot_fit_are_refused_before_allocating(shapes_root, tmp_path):
+    huge = "model.tiny.vae.block_out_channels=[100000000, 100000000, 100000000]"
+    result = runner.invoke(
+        app, ["train", RECIPE, f"data.root={shapes_root}", *FAST, huge, "-o", str(tmp_path / "r")]
+    )
+    assert_input_error(result, "the tiny model of the recipe")
+    assert "lower the widths in model.tiny" in " ".join(result.output.split())
+    short = "model.tiny.vae.block_out_channels=[32, 32]"  # three blocks need three widths
+    result = runner.invoke(app, ["train", RECIPE, f"data.root={shapes_root}", *FAST, short])
+    assert_input_error(result, "model.tiny overrides do not build a model")
+
+
+def test_sd2_offline_and_not_cached_says_how_to_use_a_local_folder(
+    shapes_root, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    result = runner.invoke(
+        app,
+        ["train", str(Path(RECIPE).parent / "sd2-cocostuff.yaml"), f"data.root={shapes_root}",
+         "validation.num_images=0", "train.mixed_precision=no", "-o", str(tmp_path / "r")],
+    )  # fmt: skip
+    assert_input_error(result, "is not in the local Hugging Face cache")
+    text = " ".join(result.output.split())
+    assert "model.pretrained=/path/to/stable-diffusion-2" in text and "Warning" not in text
+    result = runner.invoke(
+        app, ["train", RECIPE, f"data.root={shapes_root}", *FAST, "model.kind=stable-diffusion",
+              f"model.pretrained={tmp_path / 'no-such-sd2'}", "-o", str(tmp_path / "r")],
+    )  # fmt: skip
+    assert_input_error(result, "Stable Diffusion folder not found")
+
+
+def test_out_of_memory_in_training_says_what_to_lower(tmp_path, monkeypatch):
+    def run_out(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr("segdiff.training.loop.train", run_out)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", RECIPE, f"data.root={tmp_path}"])
+    assert_input_error(result, "out of memory (CUDA out of memory.")
+    assert "train.batch_size" in " ".join(result.output.split())
+
+
+def test_an_output_that_is_a_file_exits_2(tmp_path):
+    (tmp_path / "taken").write_text("x")
+    result = runner.invoke(app, ["train", RECIPE, "-o", str(tmp_path / "taken")])
+    assert_input_error(result, "is a file; give a folder")
+
+
+def test_masks_off_their_levels_stop_training(shapes_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(shapes_root, data)
+    for mask_path in (data / "train" / "masks").iterdir():
+        mask = np.asarray(Image.open(mask_path)).astype(np.int64)
+        Image.fromarray(((mask + 40) % 256).astype(np.uint8)).save(mask_path)
+    result = runner.invoke(
+        app, ["train", RECIPE, f"data.root={data}", *FAST, "-o", str(tmp_path / "r")]
+    )
+    assert_input_error(result, "have gray values off the levels of its")

@@ -53,7 +53,7 @@ def resolve_classes(value: str, read_files: bool = True) -> list[str]:
     like a file or vocabulary name (see the module docstring).
     """
     text = _unquote(value.strip())
-    path = Path(text)
+    path = Path(text).expanduser()
     if read_files and _is_file(path):
         names = read_class_file(path)
     elif text in VOCABULARY_NAMES:
@@ -149,8 +149,11 @@ def _refuse_look_alikes(text: str, read_files: bool) -> None:
     """Raise for a lone value (no comma) that looks like a file, a vocabulary or a list."""
     as_written = f'To use "{text}" as one class name as written, end it with a comma: "{text},".'
     if _looks_like_path(text):
+        path = Path(text).expanduser()
+        if read_files and path.is_dir():
+            raise SegDiffInputError(f"--classes {text} is a folder; give a class file in it")
         where = "does not exist" if read_files else "cannot be read here"
-        hint = _close_files(Path(text)) if read_files else ""
+        hint = _close_files(path) if read_files else ""
         raise SegDiffInputError(
             f'--classes "{text}" looks like a class file, but that file {where}{hint}. '
             f"Give a file that exists, names separated by commas, or a vocabulary "

@@ -59,6 +59,8 @@ def test_a_typo_of_an_existing_file_names_it(tmp_path, monkeypatch):
     with pytest.raises(SegDiffInputError, match=r"did you mean classes\.txt\?"):
         resolve_classes("clases.txt")
     assert resolve_classes("classes.txt") == ["cat", "dog"]
+    with pytest.raises(SegDiffInputError, match="is a folder; give a class file in it"):
+        resolve_classes(str(tmp_path) + "/")
 
 
 def test_the_demo_never_reads_a_file(tmp_path):

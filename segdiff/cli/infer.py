@@ -89,7 +89,7 @@ def command(
     ] = False,
     half_precision: Annotated[bool, typer.Option(help="fp16 weights (CUDA only).")] = False,
     seed: Annotated[
-        int | None, typer.Option(help="Random seed (default: drawn, recorded).")
+        int | None, typer.Option(help="Random seed, 0 to 2^32 - 1 (default: drawn, recorded).")
     ] = None,
     batch_size: Annotated[
         int, typer.Option(help="Ensemble members per UNet batch; 0 = as many as memory holds.")
@@ -124,7 +124,7 @@ def command(
 
     check_seed(seed)
     class_names = resolve_classes(classes)
-    images, failures = collect_images(inputs)
+    images, left_out = collect_images(inputs)
     if output is None:
         base = INFER_RUNS / _run_name(inputs[0])
         output = base if exist_ok or skip_existing else next_run_dir(base)
@@ -172,8 +172,8 @@ def command(
             on_done,
             seed_given=seed is not None,
         )
-    failures.update(run.failures)
-    total = len(images) + len(failures) - len(run.failures)
+    failures = {**left_out, **run.failures}
+    total = len(images) + len(left_out)
     summary = f"{total - len(failures)} of {total} images segmented into {output}"
     if skip_existing:
         summary += (

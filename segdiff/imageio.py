@@ -1,12 +1,17 @@
 """Reading user images robustly and writing every output atomically.
 
 Outputs go to a temporary file in the destination folder and are renamed into place, so an
-interrupted run never leaves a half-written file that a resumed run would trust.
+interrupted run never leaves a half-written file that a resumed run would trust. This module
+owns how such temporaries look (hidden, named ``.<name>.segdiff-tmp-<pid>-<token>``): they are
+created by an ordinary write, so they get the mode the umask gives any new file, and a later
+run recognises the ones whose process is gone and removes them.
 """
 
+import errno
 import json
 import os
-import tempfile
+import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from segdiff.errors import SegDiffInputError
+from segdiff.errors import DiskFullError, SegDiffInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -55,19 +60,94 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+TEMPORARY_MARK = ".segdiff-tmp-"
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_DISK_FULL_TEXTS = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "os error 28",
+    "unexpected pos",
+)
+"""How a full disk reads in the errors of libraries that do not raise OSError: safetensors
+says "No space left on device (os error 28)", torch.save "unexpected pos N vs M"."""
+
+
+def temporary_sibling(dest: str | Path) -> Path:
+    """A fresh hidden path beside ``dest`` to write it under (a file or a folder); its name
+    ends with ``dest``'s suffix, since some writers (numpy) add one otherwise."""
+    dest = Path(dest)
+    token = secrets.token_hex(4)
+    return dest.with_name(f".{dest.name}{TEMPORARY_MARK}{os.getpid()}-{token}{dest.suffix}")
+
+
+def is_stale_temporary(path: Path) -> bool:
+    """A temporary of `temporary_sibling` whose process has ended (killed, crashed)."""
+    name = path.name
+    if not name.startswith(".") or TEMPORARY_MARK not in name:
+        return False
+    pid = name.rsplit(TEMPORARY_MARK, 1)[1].split("-", 1)[0]
+    return not pid.isdigit() or not _process_alive(int(pid))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries a killed run left in ``folder`` (not below it); the removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [path for path in folder.iterdir() if is_stale_temporary(path)]
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
+
+
+def is_disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError) and err.errno in _DISK_FULL_ERRNOS:
+        return True
+    return any(text in str(err) for text in _DISK_FULL_TEXTS)
+
+
+@contextmanager
+def reporting_disk_full(path: str | Path) -> Iterator[None]:
+    """Turn a full disk while writing ``path``, whichever library noticed, into DiskFullError."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as err:
+        if is_disk_full(err):
+            raise DiskFullError(path) from err
+        raise
+
+
 @contextmanager
 def atomic_path(dest: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``dest``; rename it onto ``dest`` on success."""
+    """Yield a temporary path next to ``dest``; rename it onto ``dest`` on success.
+
+    The path does not exist yet: the caller's ordinary write creates it, with the mode the
+    umask gives (a pre-created temporary file would be private, 0600).
+    """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=dest.suffix, dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp = temporary_sibling(dest)
     try:
-        yield tmp_path
-        os.replace(tmp_path, dest)
+        with reporting_disk_full(dest):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            os.replace(tmp, dest)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def save_png(array_or_image: np.ndarray | Image.Image, dest: str | Path) -> None:

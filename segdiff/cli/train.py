@@ -4,12 +4,20 @@ One process: ``segdiff train RECIPE.yaml``. Several GPUs or nodes: ``accelerate 
 segdiff train RECIPE.yaml`` runs the same command in every process.
 """
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from segdiff.cli.common import console, parse_overrides, reports_input_errors
+from segdiff.cli.common import (
+    console,
+    fail,
+    interrupted,
+    parse_overrides,
+    reports_input_errors,
+)
+from segdiff.errors import DiskFullError
 
 
 @reports_input_errors
@@ -45,5 +53,13 @@ def command(
     if checkpoint is not None:
         console.print(f"Resuming from {checkpoint}")
     console.print(f"Run folder: {run_dir}")
-    model = train(resolved, run_dir, checkpoint)
+    again = shlex.join(
+        ["segdiff", "train", str(recipe), *(overrides or []), "--output", str(run_dir)]
+    )
+    try:
+        model = train(resolved, run_dir, checkpoint)
+    except KeyboardInterrupt:
+        raise interrupted(f"Continue the run with: {again} --resume latest") from None
+    except DiskFullError as err:
+        raise fail(f"{err}. Continue the run with: {again} --resume latest") from None
     console.print(f"Trained model: {model}")

@@ -58,6 +58,8 @@ class ModelSource:
             return SegDiffPipeline.from_pretrained(self.weights, dtype=torch.float32)
         from segdiff.training.checkpoints import load_checkpoint_pipeline
 
+        if not run_folder.is_checkpoint(Path(self.weights)):
+            raise run_folder.checkpoint_removed(Path(self.weights))
         pipe = load_checkpoint_pipeline(self.weights)
         if any(getattr(pipe, name).dtype != torch.float32 for name in WEIGHTED_COMPONENTS):
             pipe.to(torch.float32)  # frozen parts saved in half precision by a mixed run
@@ -109,9 +111,16 @@ def _model_source(name: str, model: Path) -> ModelSource:
 
 
 def _checkpoint_source(name: str, checkpoint: Path) -> ModelSource:
-    step = run_folder.checkpoint_step(checkpoint)
+    try:
+        step = run_folder.checkpoint_step(checkpoint)
+    except SegDiffInputError:
+        if run_folder.is_checkpoint(checkpoint):
+            raise
+        raise run_folder.checkpoint_removed(checkpoint) from None
     run = run_folder.run_of(checkpoint)
     missing = run_folder.missing_parts(checkpoint)
+    if missing and not run_folder.is_checkpoint(checkpoint):
+        raise run_folder.checkpoint_removed(checkpoint)
     if missing:
         raise SegDiffInputError(
             f"checkpoint {checkpoint} is incomplete: {', '.join(map(str, missing))} missing. A "

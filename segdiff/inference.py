@@ -12,8 +12,14 @@ from PIL import Image
 
 from segdiff import visualize
 from segdiff.depth_coding import MAX_CLASSES, NONE_LABEL
-from segdiff.errors import SegDiffInputError
-from segdiff.imageio import IMAGE_SUFFIXES, load_rgb, save_json, save_png
+from segdiff.errors import DiskFullError, SegDiffInputError
+from segdiff.imageio import (
+    IMAGE_SUFFIXES,
+    load_rgb,
+    remove_stale_temporaries,
+    save_json,
+    save_png,
+)
 from segdiff.model.pipeline import SegDiffPipeline
 from segdiff.model.text import check_class_names
 
@@ -60,7 +66,11 @@ def collect_images(inputs: list[str]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            matches = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            matches = sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p.relative_to(path))
+            )
             if not matches:
                 raise SegDiffInputError(
                     f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})"
@@ -82,6 +92,12 @@ def collect_images(inputs: list[str]) -> list[Path]:
             )
         stems[path.stem] = path
     return unique
+
+
+def _hidden(relative: Path) -> bool:
+    """Hidden files and folders (temporaries of an interrupted write, macOS ``._`` files)
+    are no inputs of a folder run."""
+    return any(part.startswith(".") for part in relative.parts)
 
 
 @dataclass(frozen=True)
@@ -128,22 +144,32 @@ def infer_settings(
     )
 
 
+UNCERTAINTY_NOT_MEASURED = (
+    "not measured: one ensemble member cannot disagree with itself (an ensemble of 2 or more "
+    "measures it)"
+)
+
+
 def output_paths(output_dir: Path, stem: str) -> dict[str, Path]:
     return {
         "labels": output_dir / f"{stem}_labels.png",
         "overlay": output_dir / f"{stem}_overlay.png",
         "uncertainty": output_dir / f"{stem}_uncertainty.png",
+        "uncertainty_color": output_dir / f"{stem}_uncertainty_color.png",
         "json": output_dir / f"{stem}.json",
     }
 
 
 @dataclass(frozen=True)
 class Segmentation:
-    """One image's results in memory: the four outputs ``segment_file`` writes."""
+    """One image's results in memory: the outputs ``segment_file`` writes."""
 
     labels: np.ndarray
     overlay: Image.Image
-    uncertainty: Image.Image
+    uncertainty: Image.Image | None
+    """8-bit gray, the data (0 = all members agree); None with one ensemble member."""
+    uncertainty_color: Image.Image | None
+    """The uncertainty as a heat map over the image, for people; None with one member."""
     record: dict
 
 
@@ -170,6 +196,7 @@ def segment_image(
     labels, uncertainty = result.labels[0], result.uncertainty[0]
     if labels.shape != (image.height, image.width):
         image = image.resize((labels.shape[1], labels.shape[0]))
+    measured = settings.ensemble_size > 1
     record = {
         "input": source,
         "size": {"height": int(labels.shape[0]), "width": int(labels.shape[1])},
@@ -177,23 +204,34 @@ def segment_image(
         "label_values": {"class index": "0..K-1 in the order of 'classes'", "none": NONE_LABEL},
         "fractions": result.class_fractions[0],
         "none_fraction": float(np.mean(labels == NONE_LABEL)),
-        "mean_uncertainty": float(uncertainty.mean()),
+        "mean_uncertainty": float(uncertainty.mean()) if measured else None,
+        **({} if measured else {"uncertainty": UNCERTAINTY_NOT_MEASURED}),
         "settings": asdict(settings),
     }
     return Segmentation(
         labels=labels,
         overlay=visualize.overlay(image, labels, classes),
-        uncertainty=visualize.uncertainty_image(uncertainty),
+        uncertainty=visualize.uncertainty_image(uncertainty) if measured else None,
+        uncertainty_color=visualize.uncertainty_view(image, uncertainty) if measured else None,
         record=record,
     )
 
 
 def write_segmentation(segmentation: Segmentation, output_dir: Path, stem: str) -> dict[str, Path]:
-    """Write the four outputs (the JSON last, so its presence means a complete result)."""
+    """Write the outputs (the JSON last, so its presence means a complete result); returns
+    those written. Without uncertainty, an earlier run's uncertainty files of this stem go."""
     paths = output_paths(output_dir, stem)
-    save_png(segmentation.labels, paths["labels"])
-    save_png(segmentation.overlay, paths["overlay"])
-    save_png(segmentation.uncertainty, paths["uncertainty"])
+    pictures = {
+        "labels": segmentation.labels,
+        "overlay": segmentation.overlay,
+        "uncertainty": segmentation.uncertainty,
+        "uncertainty_color": segmentation.uncertainty_color,
+    }
+    for name, picture in pictures.items():
+        if picture is None:
+            paths.pop(name).unlink(missing_ok=True)
+        else:
+            save_png(picture, paths[name])
     save_json(segmentation.record, paths["json"])
     return paths
 
@@ -223,12 +261,15 @@ def segment_files(
     """Segment every image; a bad image is reported through ``on_done`` and skipped, so one
     corrupt file never stops a folder run. Returns the failures (path -> message)."""
     failures: dict[Path, str] = {}
+    remove_stale_temporaries(output_dir)
     for path in images:
         if skip_existing and output_paths(output_dir, path.stem)["json"].is_file():
             on_done(path, None)
             continue
         try:
             segment_file(pipe, path, classes, output_dir, settings)
+        except DiskFullError:
+            raise  # every later image would fail the same way
         except SegDiffInputError as err:
             failures[path] = str(err)
         on_done(path, failures.get(path))

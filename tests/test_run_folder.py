@@ -119,19 +119,14 @@ def test_pruning_hides_a_checkpoint_before_deleting_it(tmp_path, monkeypatch):
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-00000002", "step-00000003"]
 
 
-def test_remove_stale_clears_what_a_killed_run_left(tmp_path):
-    import subprocess
-    import sys
-
+def test_remove_stale_clears_what_a_killed_run_left(tmp_path, stale_temporary):
     fake_checkpoint(tmp_path, 1)
     fake_checkpoint(tmp_path, 2, finished=False)  # a half-deleted one of an older segdiff
     run_folder.staging_dir(run_folder.checkpoint_dir(tmp_path, 3), fresh=True)
     run_folder.staging_dir(run_folder.model_dir(tmp_path), fresh=True)
     vae = run_folder.vae_checkpoint_dir(tmp_path, 10)
     run_folder.staging_dir(vae, fresh=True)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    (tmp_path / f".metrics.json.segdiff-tmp-{dead}-0a1b2c3d.json").write_text("")
+    stale_temporary(tmp_path, "metrics.json")
     (tmp_path / "notes.txt").write_text("the user's")
     removed = run_folder.remove_stale(tmp_path)
     assert len(removed) == 5

@@ -84,6 +84,12 @@ def command(
         permute_classes=permute_classes,
         seed=seed,
     )
+    if settings.ensemble_size == 1:
+        console.print(
+            "Note: with one ensemble member uncertainty is not measured, so no uncertainty "
+            "maps are written (--ensemble-size 2 or more measures it).",
+            markup=False,
+        )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

@@ -40,6 +40,7 @@ def test_writes_the_four_outputs(tmp_path, tiny_model_dir):
     assert labels.shape == (30, 40) and labels.dtype == np.uint8
     assert set(np.unique(labels)) <= {0, 1, 2, 255}
     assert Image.open(out / "photo_uncertainty.png").size == (40, 30)
+    assert Image.open(out / "photo_uncertainty_color.png").mode == "RGB"
     overlay = Image.open(out / "photo_overlay.png")
     assert overlay.height >= 30 and overlay.width > 40  # image plus legend
     record = json.loads((out / "photo.json").read_text())
@@ -154,3 +155,55 @@ def test_skip_existing_resumes_without_redoing_work(tmp_path, tiny_model_dir):
     )
     assert result.exit_code == 0, result.output
     assert json.loads((out / "a.json").read_text()) == {"kept": True}
+
+
+def test_leftover_temporaries_are_no_inputs_and_the_output_is_cleaned(
+    tmp_path, tiny_model_dir, stale_temporary
+):
+    """A 0-byte temporary left by a killed run in a folder of images is ignored (it used to
+    fail the run with exit 2), and the stale temporaries in --output are removed."""
+    images = tmp_path / "images"
+    images.mkdir()
+    _write_image(images / "a.png")
+    stale_temporary(images, "b_overlay.png")
+    (images / ".thumbnails").mkdir()
+    _write_image(images / ".thumbnails" / "c.png")
+    out = tmp_path / "out"
+    leftover = stale_temporary(out, "a_labels.png")
+    result = _infer(images, "-c", "a,b", "--model", tiny_model_dir, "-o", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 images segmented" in result.output
+    assert not leftover.exists()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.json", "a_labels.png", "a_overlay.png", "a_uncertainty.png", "a_uncertainty_color.png"
+    ]  # fmt: skip
+
+
+def test_disk_full_stops_with_exit_2_and_keeps_what_was_written(
+    tmp_path, tiny_model_dir, full_disk
+):
+    images = tmp_path / "images"
+    images.mkdir()
+    for stem in ("a", "b", "c"):
+        _write_image(images / f"{stem}.png")
+    out = tmp_path / "out"
+    full_disk(".b_")
+    result = _infer(images, "-c", "a,b", "--model", tiny_model_dir, "-o", out, *FAST)
+    _assert_clean_error(result, "disk full at")
+    assert f"diskfullat{out / 'b_labels.png'}" in "".join(result.output.split())
+    assert (out / "a.json").is_file() and not (out / "c.json").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_one_member_measures_no_uncertainty_and_says_so(tmp_path, tiny_model_dir):
+    image = _write_image(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert _infer(image, "-c", "a,b", "--model", tiny_model_dir, "-o", out, *FAST).exit_code == 0
+    assert (out / "a_uncertainty.png").is_file()
+    one = ["--ensemble-size", "1", "--denoise-steps", "1", "--seed", "0"]
+    result = _infer(image, "-c", "a,b", "--model", tiny_model_dir, "-o", out, *one)
+    assert result.exit_code == 0, result.output
+    assert "with one ensemble member uncertainty is not measured" in " ".join(result.output.split())
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a_labels.png", "a_overlay.png"]
+    record = json.loads((out / "a.json").read_text())
+    assert record["mean_uncertainty"] is None and record["uncertainty"].startswith("not measured")

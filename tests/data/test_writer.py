@@ -190,19 +190,13 @@ def test_an_id_that_is_not_a_plain_file_stem_is_skipped_for_any_converter(tmp_pa
                        ".journal.jsonl"}  # fmt: skip
 
 
-def test_a_rerun_removes_the_temporaries_a_killed_run_left(tmp_path):
+def test_a_rerun_removes_the_temporaries_a_killed_run_left(tmp_path, stale_temporary):
     """A worker killed mid-write leaves a hidden temporary; the next run deletes it, and a
     temporary of a process still running is left alone."""
-    import subprocess
-    import sys
-
     jobs = [Job(f"id{i}", partial(_read, np.zeros((12, 16, 3), np.uint8), i)) for i in range(2)]
     _writer(tmp_path / "out").write_split("val", jobs[:1])
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     masks = tmp_path / "out" / "val" / "masks"
-    stale = masks / f".id1.png.segdiff-tmp-{dead}-00c0ffee.png"
-    stale.write_bytes(b"")  # a 0-byte leftover
+    stale = stale_temporary(masks, "id1.png")  # a 0-byte leftover
     alive = masks / f".id9.png.segdiff-tmp-{os.getpid()}-00c0ffee.png"
     alive.write_bytes(b"")
     _writer(tmp_path / "out").write_split("val", jobs)
@@ -210,23 +204,14 @@ def test_a_rerun_removes_the_temporaries_a_killed_run_left(tmp_path):
     assert open_prepared(tmp_path / "out", "val").image_names == ["id0.png", "id1.png"]
 
 
-def test_disk_full_stops_the_run_and_keeps_the_finished_images(tmp_path, monkeypatch):
-    import errno
-
+def test_disk_full_stops_the_run_and_keeps_the_finished_images(tmp_path, monkeypatch, full_disk):
     from segdiff.errors import DiskFullError
 
     jobs = [Job(f"id{i}", partial(_read, np.zeros((12, 16, 3), np.uint8), i)) for i in range(4)]
-    original, saved = Image.Image.save, []
-
-    def fills_up(image, fp, *args, **kwargs):
-        if len(saved) == 4:  # two images and their masks fit
-            raise OSError(errno.ENOSPC, "No space left on device")
-        saved.append(fp)
-        return original(image, fp, *args, **kwargs)
-
-    with monkeypatch.context() as patched, pytest.raises(DiskFullError, match="disk full at"):
-        patched.setattr(Image.Image, "save", fills_up)
+    with pytest.raises(DiskFullError, match="disk full at .*id2.png"):
+        full_disk("id2")  # two images and their masks fit
         _writer(tmp_path / "out").write_split("val", jobs)
+    monkeypatch.undo()
     split = tmp_path / "out" / "val"
     assert len((split / ".journal.jsonl").read_text().splitlines()) == 2
     summary = _writer(tmp_path / "out").write_split("val", jobs)

@@ -60,7 +60,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-TEMPORARY_MARK = ".segdiff-tmp-"
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _DISK_FULL_TEXTS = (
     "No space left on device",
@@ -72,20 +71,21 @@ _DISK_FULL_TEXTS = (
 says "No space left on device (os error 28)", torch.save "unexpected pos N vs M"."""
 
 
-def temporary_sibling(dest: str | Path) -> Path:
-    """A fresh hidden path beside ``dest`` to write it under (a file or a folder); its name
-    ends with ``dest``'s suffix, since some writers (numpy) add one otherwise."""
+def temporary_sibling(dest: str | Path, kind: str = "tmp") -> Path:
+    """A fresh hidden path beside ``dest`` to write it under (a file or a folder):
+    ``.<name>.segdiff-<kind>-<pid>-<token><suffix>``. Its name ends with ``dest``'s suffix,
+    since some writers (numpy) add one otherwise."""
     dest = Path(dest)
     token = secrets.token_hex(4)
-    return dest.with_name(f".{dest.name}{TEMPORARY_MARK}{os.getpid()}-{token}{dest.suffix}")
+    return dest.with_name(f".{dest.name}.segdiff-{kind}-{os.getpid()}-{token}{dest.suffix}")
 
 
-def is_stale_temporary(path: Path) -> bool:
-    """A temporary of `temporary_sibling` whose process has ended (killed, crashed)."""
-    name = path.name
-    if not name.startswith(".") or TEMPORARY_MARK not in name:
+def is_stale_temporary(path: Path, kind: str = "tmp") -> bool:
+    """A `temporary_sibling` of this kind whose process has ended (killed, crashed)."""
+    mark = f".segdiff-{kind}-"
+    if not path.name.startswith(".") or mark not in path.name:
         return False
-    pid = name.rsplit(TEMPORARY_MARK, 1)[1].split("-", 1)[0]
+    pid = path.name.rsplit(mark, 1)[1].split("-", 1)[0]
     return not pid.isdigit() or not _process_alive(int(pid))
 
 

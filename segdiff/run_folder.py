@@ -2,6 +2,7 @@
 
 ```
 RUN/recipe.yaml                 the resolved recipe
+RUN/training_data.json          what it trains on: the prepared dataset's meta.json
 RUN/frozen/                     vae/ text_encoder/ tokenizer/ scheduler/ (saved once)
 RUN/checkpoints/step-00000500/
     unet/ cam/                  trainable weights (the EMA weights when EMA is on)
@@ -39,6 +40,7 @@ TRAIN_RUNS = Path("runs") / "train"
 """Where runs go without --output: runs/train/<recipe name>, then <name>-2, <name>-3, ..."""
 RECIPE = "recipe.yaml"
 METRICS = "metrics.json"
+TRAINING_DATA = "training_data.json"
 FROZEN = ("vae", "text_encoder", "tokenizer", "scheduler")
 """Components that never change during a run; saved once to RUN/frozen."""
 TRAINED = ("unet", "cam")

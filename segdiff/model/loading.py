@@ -10,7 +10,10 @@ from transformers.utils import logging as transformers_logging
 
 from segdiff.errors import SegDiffInputError
 from segdiff.model import default_model_path
-from segdiff.model.pipeline import SegDiffPipeline
+from segdiff.model.pipeline import SegDiffPipeline, pipeline_class_name
+
+ONNX_DESCRIPTION = "segdiff_onnx.json"
+"""The file that marks an ONNX export (written by segdiff.export.onnx)."""
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -68,6 +71,13 @@ def check_is_segdiff_model(name_or_path: str | Path, cache_dir: str | None = Non
     path = Path(name_or_path)
     if path.is_dir():
         index_path = path / "model_index.json"
+        if (path / ONNX_DESCRIPTION).is_file():
+            raise SegDiffInputError(
+                f"{path} is an ONNX export (segdiff export --format onnx), which segdiff runs "
+                "only as the diffusers export: export the model again with --format diffusers "
+                "and give that folder, or run these graphs with onnxruntime as their README.md "
+                "says"
+            )
         if not index_path.is_file():
             raise SegDiffInputError(
                 f"{path} is not a segdiff model folder: it has no model_index.json"
@@ -90,7 +100,7 @@ def check_is_segdiff_model(name_or_path: str | Path, cache_dir: str | None = Non
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, OSError) as err:
         raise SegDiffInputError(f"{index_path} is not valid JSON: {err}") from err
-    if index.get("_class_name") != SegDiffPipeline.__name__ or "cam" not in index:
+    if pipeline_class_name(index) != SegDiffPipeline.__name__ or "cam" not in index:
         kind = index.get("_class_name", "unknown")
         raise SegDiffInputError(
             f"{name_or_path} is a {kind} folder, not a segdiff model (no 'cam' component). "

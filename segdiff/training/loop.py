@@ -9,6 +9,7 @@ state in each checkpoint so that a resumed run continues exactly as the original
 """
 
 import contextlib
+import json
 import math
 import shutil
 from collections.abc import Iterator
@@ -172,6 +173,9 @@ class Trainer:
             run_folder.discard_setup(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_recipe(self.recipe, saved)
+        meta = json.loads((self.train_split.root / "meta.json").read_text(encoding="utf-8"))
+        record = {**meta, "split": self.train_split.split}
+        save_json(record, self.run_dir / run_folder.TRAINING_DATA)
 
     def _pretrain_vae(self, vae: AutoencoderKL) -> None:
         """Pre-train on the main process, checkpointing every tenth of the steps."""

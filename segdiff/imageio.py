@@ -132,6 +132,34 @@ def reporting_disk_full(path: str | Path) -> Iterator[None]:
         raise
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (changing it, even
+    for an instant, would give another thread's new file the wrong mode)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
+
+
+def make_shareable(path: str | Path) -> None:
+    """Give ``path`` (and all below it) the modes an ordinary write gets under the umask.
+
+    For folders written by libraries that create private files (safetensors writes 0600, as
+    do temporary files and folders): a model, checkpoint or export is meant to be shared.
+    Only for what segdiff wrote itself: a hard link to a user's file would change that file.
+    """
+    path = Path(path)
+    umask = current_umask()
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if not item.is_symlink():
+            item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
+
+
 @contextmanager
 def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; rename it onto ``dest`` on success.

@@ -18,11 +18,12 @@ RUN/logs/                       TensorBoard events
 ```
 
 Checkpoints, RUN/frozen and the final model are written into a hidden ``.tmp-*`` folder beside
-their place and renamed into it when complete; old checkpoints are renamed to a hidden
-``.deleting-*`` folder before they are deleted. So a run killed at any moment leaves only
-complete folders under their real names, and `remove_stale` clears the rest when the run
-continues. The trainer, ``segdiff train --resume`` and ``segdiff export`` all ask this module;
-what goes into a checkpoint is `segdiff.training.checkpoints`.
+their place, given the modes of the user's umask, and renamed into it when complete; old
+checkpoints are renamed to a hidden ``.deleting-*`` folder before they are deleted. So a run
+killed at any moment leaves only complete folders under their real names, and `remove_stale`
+clears the rest when the run continues. The trainer, ``segdiff train --resume`` and
+``segdiff export`` all ask this module; what goes into a checkpoint is
+`segdiff.training.checkpoints`.
 """
 
 import json
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from segdiff.errors import SegDiffInputError
-from segdiff.imageio import remove_stale_temporaries
+from segdiff.imageio import make_shareable, remove_stale_temporaries
 
 TRAIN_RUNS = Path("runs") / "train"
 """Where runs go without --output: runs/train/<recipe name>, then <name>-2, <name>-3, ..."""
@@ -171,6 +172,7 @@ def staging_dir(final: Path, fresh: bool = False) -> Path:
 
 def publish_checkpoint(temporary: Path, final: Path, keep: int) -> None:
     """Rename a finished checkpoint into place and delete the oldest beyond ``keep``."""
+    make_shareable(temporary)
     if final.exists():
         _delete(final)
     os.replace(temporary, final)
@@ -221,6 +223,7 @@ def writing_frozen(run_dir: Path) -> Iterator[Path]:
 def _writing(final: Path) -> Iterator[Path]:
     temporary = staging_dir(final, fresh=True)
     yield temporary
+    make_shareable(temporary)
     if final.exists():
         _delete(final)
     temporary.rename(final)

@@ -49,10 +49,10 @@ def write_records(
     card = model_card(pipe, source, export_format, dtypes, record)
     (dest / "README.md").write_text(card, encoding="utf-8")
     for path in dest.rglob("*.json"):
-        _make_shareable(path)
+        _remove_machine_paths(path)
 
 
-def _make_shareable(path: Path) -> None:
+def _remove_machine_paths(path: Path) -> None:
     """Drop the ``_name_or_path`` that diffusers and transformers record (the folder a
     component was loaded from) and reduce other absolute paths to their last component."""
     data = json.loads(path.read_text(encoding="utf-8"))

@@ -255,7 +255,10 @@ def _evaluation(metrics: dict[str, Any]) -> str:
     text += "\n".join(rows)
     per_class = metrics.get("per_class") or {}
     if per_class:
-        table = "\n".join(f"| {name} | {iou:.2f} |" for name, iou in per_class.items())
+        table = "\n".join(
+            f"| {name} | {'no ground truth' if iou is None else f'{iou:.2f}'} |"
+            for name, iou in per_class.items()
+        )
         text += (
             "\n\n<details><summary>IoU per class</summary>\n\n"
             f"| Class | IoU |\n|---|---|\n{table}\n\n</details>"

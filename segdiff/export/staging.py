@@ -16,6 +16,7 @@ from pathlib import Path
 from segdiff.errors import SegDiffInputError
 from segdiff.imageio import (
     is_stale_temporary,
+    make_shareable,
     remove_stale_temporaries,
     reporting_disk_full,
     temporary_sibling,
@@ -62,8 +63,8 @@ def staged_output(
 ) -> Iterator[Path]:
     """Yield an empty staging folder; on success it replaces ``out``, on failure it is removed.
 
-    The staging folder is made by an ordinary mkdir, so everything in it gets the modes the
-    user's umask gives any new file: an export is meant to be shared.
+    Everything in it then gets the modes the user's umask gives any new file (safetensors
+    writes private files): an export is meant to be shared.
     """
     out = Path(out).resolve()
     recover(out)
@@ -77,6 +78,7 @@ def staged_output(
     try:
         with reporting_disk_full(out):
             yield staging
+        make_shareable(staging)
         _replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

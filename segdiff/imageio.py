@@ -90,13 +90,19 @@ def is_stale_temporary(path: Path, kind: str = "tmp") -> bool:
 
 
 def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs; a killed one that nobody reaped yet (a zombie,
+    common in containers) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: alive as far as we can tell
+    return state != "Z"
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

@@ -269,7 +269,8 @@ def resolve_run(name: str, output: Path | None, resume: str | None) -> tuple[Pat
     checkpoint or a run folder).
 
     A run stopped before its first checkpoint has nothing to resume from: it starts again in
-    its own folder (the trainer keeps what it can reuse), with or without ``--resume``.
+    its own folder (the trainer keeps what it can reuse), with or without ``--resume``; so
+    does ``--output DIR --resume latest`` for a DIR that holds no run yet.
     """
     if resume is None:
         if output is None:
@@ -281,11 +282,10 @@ def resolve_run(name: str, output: Path | None, resume: str | None) -> tuple[Pat
             )
         return output, None
     if resume == "latest":
+        # An --output killed before it held anything resumes from nothing, as one killed
+        # before its first checkpoint does.
         run_dir = output if output is not None else _newest_run(name)
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None and not (run_dir / RECIPE).is_file():
-            raise SegDiffInputError(f"--resume latest: {run_dir} holds no training run")
-        return run_dir, checkpoint
+        return run_dir, latest_checkpoint(run_dir)
     path = Path(resume)
     if is_checkpoint(path):
         return run_of(path), path

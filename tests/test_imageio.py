@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -104,3 +106,25 @@ def test_stale_temporaries_are_those_of_ended_processes(tmp_path, stale_temporar
     (tmp_path / ".DS_Store").write_bytes(b"")  # a user's hidden file is never touched
     assert remove_stale_temporaries(tmp_path) == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, ".DS_Store"])
+
+
+def test_a_temporary_of_a_killed_process_nobody_reaped_is_stale(tmp_path):
+    """In a container whose first process reaps nothing, a killed worker stays a zombie:
+    its pid answers signals, but it writes nothing any more."""
+    import subprocess
+    import sys
+    import time
+
+    from segdiff.imageio import is_stale_temporary
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = Path(f"/proc/{child.pid}/stat")
+    deadline = time.monotonic() + 30
+    while stat.is_file() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    leftover = tmp_path / f".a.png.segdiff-tmp-{child.pid}-00c0ffee.png"
+    try:
+        assert is_stale_temporary(leftover)
+    finally:
+        child.wait()

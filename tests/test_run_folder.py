@@ -76,8 +76,8 @@ def test_resume_resolution(tmp_path, monkeypatch):
     assert run_folder.resolve_run("r", None, "latest") == (run, checkpoint)
     assert run_folder.resolve_run("r", None, str(checkpoint)) == (run, checkpoint)
     assert run_folder.resolve_run("r", None, str(run)) == (run, checkpoint)
-    with pytest.raises(SegDiffInputError, match="holds no training run"):
-        run_folder.resolve_run("r", run_folder.TRAIN_RUNS / "r", "latest")
+    # killed before it wrote anything: nothing to resume, so it starts (--resume latest)
+    assert run_folder.resolve_run("r", tmp_path / "new", "latest") == (tmp_path / "new", None)
 
 
 def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path):

@@ -156,7 +156,7 @@ class Trainer:
                 if self.recipe.vae_pretrain.steps:
                     self._pretrain_vae(components["vae"])
                 checkpoints.save_frozen(self.run_dir, components)
-                run_folder.delete_vae_checkpoints(self.run_dir)
+            run_folder.delete_vae_checkpoints(self.run_dir)  # RUN/frozen holds their result
         self.accelerator.wait_for_everyone()
         if not self.is_main and self.recipe.vae_pretrain.steps:
             components["vae"] = AutoencoderKL.from_pretrained(

@@ -194,20 +194,21 @@ def test_killed_during_vae_pretraining_resumes_at_its_checkpoint(
 def test_killed_before_the_first_checkpoint_reuses_the_pretrained_vae(
     fast_recipe, uninterrupted_run, tmp_path, monkeypatch, capsys
 ):
+    """Killed once RUN/frozen is written, before VAE pre-training's checkpoints are gone."""
     recipe = fast_recipe(**{"vae_pretrain.steps": "10", "validation.num_images": "0"})
     run = tmp_path / "run"
     with monkeypatch.context() as patched:
-        killed_at(patched, checkpoints, "write_checkpoint", lambda *a: True)
+        killed_at(patched, run_folder, "delete_vae_checkpoints", lambda *a: True)
         with pytest.raises(KeyboardInterrupt):
             train(recipe, run)
-    assert (run / ".tmp-step-00000002").exists() or (run / "checkpoints").exists()
+    assert (run / "frozen").is_dir() and (run / "vae_pretrain").is_dir()
     assert not run_folder.list_checkpoints(run)
     train(recipe, run)
     assert "Reusing the frozen components" in capsys.readouterr().err
     assert same_weights(
         trained_weights(run / "model"), trained_weights(uninterrupted_run / "model")
     )
-    assert not list(run.rglob(".tmp-*"))
+    assert not list(run.rglob(".tmp-*")) and not (run / "vae_pretrain").exists()
 
 
 def test_a_stopped_run_of_another_recipe_starts_over(fast_recipe, tmp_path, monkeypatch, capsys):

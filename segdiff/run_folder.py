@@ -193,9 +193,9 @@ def _delete(folder: Path) -> None:
 def discard_setup(run_dir: Path) -> None:
     """Delete RUN/frozen and VAE pre-training checkpoints: the set-up of a stopped run that
     a new one cannot reuse."""
-    for folder in (frozen_dir(run_dir), run_dir / "vae_pretrain"):
-        if folder.is_dir():
-            _delete(folder)
+    if frozen_dir(run_dir).is_dir():
+        _delete(frozen_dir(run_dir))
+    delete_vae_checkpoints(run_dir)
 
 
 def delete_vae_checkpoints(run_dir: Path) -> None:

@@ -219,3 +219,16 @@ def test_killing_prepare_kills_its_workers_at_once(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the group
+
+
+def test_disk_full_is_exit_2_and_the_same_command_continues(tmp_path, full_disk, monkeypatch):
+    out = tmp_path / "out"
+    full_disk("000003")
+    result = _prepare("shapes", "--out", out, *SHAPES_SMALL)
+    _assert_clean_error(result, "disk full at", "run the same command again")
+    kept = sorted(p.name for p in (out / "train" / "masks").iterdir())
+    assert kept == ["000000.png", "000001.png", "000002.png"]
+    monkeypatch.undo()
+    result = _prepare("shapes", "--out", out, *SHAPES_SMALL)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "meta.json").read_text())["splits"] == {"train": 5, "val": 3}

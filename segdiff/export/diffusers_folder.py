@@ -26,7 +26,7 @@ import torch
 from segdiff.export.common import StepCallback, check_dtype, write_json, write_records
 from segdiff.export.source import WEIGHTED_COMPONENTS, resolve_source
 from segdiff.export.staging import staged_output
-from segdiff.model.pipeline import CUSTOM_PIPELINE_MODULE, SegDiffPipeline
+from segdiff.model.pipeline import CUSTOM_PIPELINE_MODULE, CUSTOM_PIPELINE_TEXT, SegDiffPipeline
 
 
 def export_diffusers(
@@ -64,16 +64,6 @@ def export_diffusers(
     return dtypes
 
 
-PIPELINE_FILE_TEXT = '''"""Lets diffusers load this folder:
-DiffusionPipeline.from_pretrained(folder, trust_remote_code=True).
-The pipeline is segdiff's (pip install segdiff)."""
-
-from segdiff import SegDiffPipeline
-
-__all__ = ["SegDiffPipeline"]
-'''
-
-
 def _name_pipeline_for_diffusers(folder: Path) -> None:
     """Name the pipeline as diffusers names pipelines outside its library, beside the file
     diffusers then loads it from (with trust_remote_code=True only)."""
@@ -81,7 +71,7 @@ def _name_pipeline_for_diffusers(folder: Path) -> None:
     index = json.loads(index_path.read_text(encoding="utf-8"))
     index["_class_name"] = [CUSTOM_PIPELINE_MODULE, SegDiffPipeline.__name__]
     write_json(index, index_path)
-    (folder / f"{CUSTOM_PIPELINE_MODULE}.py").write_text(PIPELINE_FILE_TEXT, encoding="utf-8")
+    (folder / f"{CUSTOM_PIPELINE_MODULE}.py").write_text(CUSTOM_PIPELINE_TEXT, encoding="utf-8")
 
 
 def _add_variant(pipe: SegDiffPipeline, folder: Path, variant: str) -> None:

@@ -28,8 +28,17 @@ from segdiff.model.text import DEFAULT_PROMPT_TEMPLATE, ClassEmbedder, check_cla
 FOUND_FRACTION = 0.002
 CUSTOM_PIPELINE_MODULE = "pipeline_segdiff"
 """An exported folder names its pipeline ``[CUSTOM_PIPELINE_MODULE, "SegDiffPipeline"]``, as
-diffusers names pipelines outside its library, and ships ``pipeline_segdiff.py``; diffusers'
-own ``DiffusionPipeline`` loads it then, with ``trust_remote_code=True`` only."""
+diffusers names pipelines outside its library, and ships ``pipeline_segdiff.py`` holding
+CUSTOM_PIPELINE_TEXT; diffusers' own ``DiffusionPipeline`` loads it then, with
+``trust_remote_code=True`` only. segdiff itself never runs that file."""
+CUSTOM_PIPELINE_TEXT = '''"""Lets diffusers load this folder:
+DiffusionPipeline.from_pretrained(folder, trust_remote_code=True).
+The pipeline is segdiff's (pip install segdiff)."""
+
+from segdiff import SegDiffPipeline
+
+__all__ = ["SegDiffPipeline"]
+'''
 
 
 def pipeline_class_name(index: dict) -> object:

@@ -60,18 +60,6 @@ class TrainingRecord:
         return model.get("pretrained") if self.origin == "stable-diffusion" else None
 
 
-def shareable(value: Any) -> Any:
-    """``value`` (parsed JSON or YAML) with every absolute path reduced to its last component:
-    records travel with the model, the exporting machine's folders do not."""
-    if isinstance(value, dict):
-        return {key: shareable(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [shareable(item) for item in value]
-    if isinstance(value, str) and os.path.isabs(value) and len(value) > 1:
-        return Path(value).name
-    return value
-
-
 def _hub_id(base: str | None) -> str | None:
     """``base`` if it names a hub model rather than a folder of this machine."""
     if not base or os.path.isabs(base) or base.startswith(".") or Path(base).exists():

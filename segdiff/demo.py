@@ -57,8 +57,9 @@ class Segmenter:
         processing_res: float,
         seed: float,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's documented idiom)
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list], list[str]]:
-        """Overlay, colored label map, uncertainty map, class table and the four files."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[list], list[str]]:
+        """Overlay, colored label map, uncertainty view (None with one ensemble member), class
+        table and the files `segdiff infer` writes."""
         path = (image or {}).get("path")
         upload_name = Path((image or {}).get("orig_name") or path or "image").name
         try:
@@ -103,7 +104,7 @@ class Segmenter:
         return (
             np.asarray(result.overlay),
             visualize.colorize(result.labels, len(class_names)),
-            np.asarray(result.uncertainty),
+            None if result.uncertainty_color is None else np.asarray(result.uncertainty_color),
             table,
             [str(written) for written in paths.values()],
         )
@@ -194,13 +195,16 @@ def build_demo(
                         label="label map", elem_id="labels", format="png", interactive=False
                     )
                     uncertainty = gr.Image(
-                        label="uncertainty", elem_id="uncertainty", format="png", interactive=False
+                        label="uncertainty (measured with 2 or more ensemble members)",
+                        elem_id="uncertainty",
+                        format="png",
+                        interactive=False,
                     )
                 table = gr.Dataframe(
                     headers=TABLE_HEADERS, label="classes", elem_id="class-table", interactive=False
                 )
                 files = gr.File(
-                    label="download: the four files segdiff infer writes",
+                    label="download: the files segdiff infer writes",
                     file_count="multiple",
                     elem_id="files",
                 )

@@ -1,13 +1,18 @@
 """Reading user images robustly and writing every output atomically.
 
 Outputs go to a temporary file in the destination folder and are renamed into place, so an
-interrupted run never leaves a half-written file that a resumed run would trust.
+interrupted run never leaves a half-written file that a resumed run would trust. This module
+owns how such temporaries look (hidden, named ``.<name>.segdiff-tmp-<pid>-<token>``): they are
+created by an ordinary write, so they get the mode the umask gives any new file, and a later
+run recognises the ones whose process is gone and removes them.
 """
 
+import errno
 import json
 import os
 import re
-import tempfile
+import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -17,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.Image import DecompressionBombError
 
-from segdiff.errors import SegDiffInputError
+from segdiff.errors import DiskFullError, SegDiffInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 IMAGE_READ_ERRORS = (
@@ -101,19 +106,128 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_DISK_FULL_TEXTS = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "os error 28",
+    "unexpected pos",
+)
+"""How a full disk reads in the errors of libraries that do not raise OSError: safetensors
+says "No space left on device (os error 28)", torch.save "unexpected pos N vs M"."""
+
+
+def temporary_sibling(dest: str | Path, kind: str = "tmp") -> Path:
+    """A fresh hidden path beside ``dest`` to write it under (a file or a folder):
+    ``.<name>.segdiff-<kind>-<pid>-<token><suffix>``. Its name ends with ``dest``'s suffix,
+    since some writers (numpy) add one otherwise."""
+    dest = Path(dest)
+    token = secrets.token_hex(4)
+    return dest.with_name(f".{dest.name}.segdiff-{kind}-{os.getpid()}-{token}{dest.suffix}")
+
+
+def is_stale_temporary(path: Path, kind: str = "tmp") -> bool:
+    """A `temporary_sibling` of this kind whose process has ended (killed, crashed)."""
+    mark = f".segdiff-{kind}-"
+    if not path.name.startswith(".") or mark not in path.name:
+        return False
+    pid = path.name.rsplit(mark, 1)[1].split("-", 1)[0]
+    return not pid.isdigit() or not _process_alive(int(pid))
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs; a killed one that nobody reaped yet (a zombie,
+    common in containers) does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: alive as far as we can tell
+    return state != "Z"
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries a killed run left in ``folder`` (not below it); the removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [path for path in folder.iterdir() if is_stale_temporary(path)]
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
+
+
+def is_disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError) and err.errno in _DISK_FULL_ERRNOS:
+        return True
+    return any(text in str(err) for text in _DISK_FULL_TEXTS)
+
+
+@contextmanager
+def reporting_disk_full(path: str | Path) -> Iterator[None]:
+    """Turn a full disk while writing ``path``, whichever library noticed, into DiskFullError."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as err:
+        if is_disk_full(err):
+            raise DiskFullError(path) from err
+        raise
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (changing it, even
+    for an instant, would give another thread's new file the wrong mode)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
+
+
+def make_shareable(path: str | Path) -> None:
+    """Give ``path`` (and all below it) the modes an ordinary write gets under the umask.
+
+    For folders written by libraries that create private files (safetensors writes 0600, as
+    do temporary files and folders): a model, checkpoint or export is meant to be shared.
+    Only for what segdiff wrote itself: a hard link to a user's file would change that file.
+    """
+    path = Path(path)
+    umask = current_umask()
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if not item.is_symlink():
+            item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
+
+
 @contextmanager
 def atomic_path(dest: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``dest``; rename it onto ``dest`` on success."""
+    """Yield a temporary path next to ``dest``; rename it onto ``dest`` on success.
+
+    The path does not exist yet: the caller's ordinary write creates it, with the mode the
+    umask gives (a pre-created temporary file would be private, 0600).
+    """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=dest.suffix, dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp = temporary_sibling(dest)
     try:
-        yield tmp_path
-        os.replace(tmp_path, dest)
+        with reporting_disk_full(dest):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            os.replace(tmp, dest)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def save_png(array_or_image: np.ndarray | Image.Image, dest: str | Path) -> None:

@@ -1,4 +1,4 @@
-"""Segmenting image files: which inputs, the four outputs per image, and resuming a folder.
+"""Segmenting image files: which inputs, the outputs per image, and resuming a folder.
 
 The class list comes from `segdiff.class_lists`. Torch and the model are imported only when
 an image is segmented, so the command line checks its inputs first, quickly.
@@ -18,8 +18,14 @@ from PIL import Image
 
 from segdiff import visualize
 from segdiff.depth_coding import NONE_LABEL
-from segdiff.errors import SegDiffInputError
-from segdiff.imageio import IMAGE_SUFFIXES, load_rgb, save_json, save_png
+from segdiff.errors import DiskFullError, SegDiffInputError
+from segdiff.imageio import (
+    IMAGE_SUFFIXES,
+    load_rgb,
+    remove_stale_temporaries,
+    save_json,
+    save_png,
+)
 
 if TYPE_CHECKING:
     from segdiff.model.pipeline import SegDiffPipeline
@@ -41,7 +47,11 @@ def collect_images(inputs: list[str]) -> tuple[list[Path], dict[Path, str]]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            matches = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            matches = sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p.relative_to(path))
+            )
             if not matches:
                 raise SegDiffInputError(
                     f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})"
@@ -82,6 +92,12 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:  # undecodable bytes of a file name, kept as surrogates
         return False
     return True
+
+
+def _hidden(relative: Path) -> bool:
+    """Hidden files and folders (temporaries of an interrupted write, macOS ``._`` files)
+    are no inputs of a folder run."""
+    return any(part.startswith(".") for part in relative.parts)
 
 
 @dataclass(frozen=True)
@@ -129,22 +145,32 @@ def infer_settings(
     )
 
 
+UNCERTAINTY_NOT_MEASURED = (
+    "not measured: one ensemble member cannot disagree with itself (an ensemble of 2 or more "
+    "measures it)"
+)
+
+
 def output_paths(output_dir: Path, stem: str) -> dict[str, Path]:
     return {
         "labels": output_dir / f"{stem}_labels.png",
         "overlay": output_dir / f"{stem}_overlay.png",
         "uncertainty": output_dir / f"{stem}_uncertainty.png",
+        "uncertainty_color": output_dir / f"{stem}_uncertainty_color.png",
         "json": output_dir / f"{stem}.json",
     }
 
 
 @dataclass(frozen=True)
 class Segmentation:
-    """One image's results in memory: the four outputs ``segment_file`` writes."""
+    """One image's results in memory: the outputs ``segment_file`` writes."""
 
     labels: np.ndarray
     overlay: Image.Image
-    uncertainty: Image.Image
+    uncertainty: Image.Image | None
+    """8-bit gray, the data (0 = all members agree); None with one ensemble member."""
+    uncertainty_color: Image.Image | None
+    """The uncertainty as a heat map over the image, for people; None with one member."""
     record: dict
 
 
@@ -173,6 +199,7 @@ def segment_image(
     labels, uncertainty = result.labels[0], result.uncertainty[0]
     if labels.shape != (image.height, image.width):
         image = image.resize((labels.shape[1], labels.shape[0]))
+    measured = settings.ensemble_size > 1
     record = {
         "input": source,
         "size": {"height": int(labels.shape[0]), "width": int(labels.shape[1])},
@@ -180,23 +207,34 @@ def segment_image(
         "label_values": {"class index": "0..K-1 in the order of 'classes'", "none": NONE_LABEL},
         "fractions": result.class_fractions[0],
         "none_fraction": float(np.mean(labels == NONE_LABEL)),
-        "mean_uncertainty": float(uncertainty.mean()),
+        "mean_uncertainty": float(uncertainty.mean()) if measured else None,
+        **({} if measured else {"uncertainty": UNCERTAINTY_NOT_MEASURED}),
         "settings": asdict(settings),
     }
     return Segmentation(
         labels=labels,
         overlay=visualize.overlay(image, labels, classes),
-        uncertainty=visualize.uncertainty_image(uncertainty),
+        uncertainty=visualize.uncertainty_image(uncertainty) if measured else None,
+        uncertainty_color=visualize.uncertainty_view(image, uncertainty) if measured else None,
         record=record,
     )
 
 
 def write_segmentation(segmentation: Segmentation, output_dir: Path, stem: str) -> dict[str, Path]:
-    """Write the four outputs (the JSON last, so its presence means a complete result)."""
+    """Write the outputs (the JSON last, so its presence means a complete result); returns
+    those written. Without uncertainty, an earlier run's uncertainty files of this stem go."""
     paths = output_paths(output_dir, stem)
-    save_png(segmentation.labels, paths["labels"])
-    save_png(segmentation.overlay, paths["overlay"])
-    save_png(segmentation.uncertainty, paths["uncertainty"])
+    pictures = {
+        "labels": segmentation.labels,
+        "overlay": segmentation.overlay,
+        "uncertainty": segmentation.uncertainty,
+        "uncertainty_color": segmentation.uncertainty_color,
+    }
+    for name, picture in pictures.items():
+        if picture is None:
+            paths.pop(name).unlink(missing_ok=True)
+        else:
+            save_png(picture, paths[name])
     save_json(segmentation.record, paths["json"])
     return paths
 
@@ -208,7 +246,7 @@ def segment_file(
     output_dir: Path,
     settings: InferSettings,
 ) -> dict:
-    """Segment one image file and write its four outputs. Returns the JSON record."""
+    """Segment one image file and write its outputs. Returns the JSON record."""
     segmentation = segment_image(pipe, load_rgb(image_path), classes, settings, str(image_path))
     write_segmentation(segmentation, output_dir, image_path.stem)
     return segmentation.record
@@ -223,7 +261,8 @@ class FolderRun:
     skipped: list[Path] = field(default_factory=list)
     """Images whose outputs an earlier run wrote with the same input, classes and settings."""
     redone: list[Path] = field(default_factory=list)
-    """Images whose earlier outputs had other classes or settings, segmented again."""
+    """Images whose earlier outputs had other classes or settings, or were incomplete,
+    segmented again."""
 
 
 def segment_files(
@@ -237,13 +276,15 @@ def segment_files(
     seed_given: bool = True,
 ) -> FolderRun:
     """Segment every image; a bad image is reported through ``on_done`` and skipped, so one
-    corrupt file never stops a folder run.
+    corrupt file never stops a folder run; a full disk stops it (every later image would
+    fail the same way). Temporaries a killed run left in ``output_dir`` are removed first.
 
     ``skip_existing`` skips an image whose JSON records the same input, classes and
     settings (a resumed run); outputs of other classes or settings are written again. With
     ``seed_given`` False (the seed was drawn for this run), any recorded seed matches.
     """
     run = FolderRun()
+    remove_stale_temporaries(output_dir)
     for path in images:
         if skip_existing:
             json_path = output_paths(output_dir, path.stem)["json"]
@@ -255,6 +296,8 @@ def segment_files(
                 run.redone.append(path)
         try:
             segment_file(pipe, path, classes, output_dir, settings)
+        except DiskFullError:
+            raise  # every later image would fail the same way
         except SegDiffInputError as err:
             run.failures[path] = str(err)
         on_done(path, run.failures.get(path))
@@ -268,7 +311,8 @@ def _matches_record(
     settings: InferSettings,
     seed_given: bool,
 ) -> bool:
-    """Whether ``json_path`` records outputs of this image with these classes and settings."""
+    """Whether ``json_path`` records outputs of this image with these classes and settings,
+    and the pictures those settings give are all there (no uncertainty with one member)."""
     try:
         record = json.loads(json_path.read_text(encoding="utf-8"))
         recorded_input = Path(record["input"]).resolve()
@@ -279,8 +323,13 @@ def _matches_record(
     if not seed_given:
         wanted.pop("seed")
         recorded_settings.pop("seed", None)
+    pictures = output_paths(json_path.parent, image_path.stem)
+    del pictures["json"]
+    if settings.ensemble_size == 1:
+        del pictures["uncertainty"], pictures["uncertainty_color"]
     return (
         recorded_input == image_path.resolve()
         and recorded_classes == classes
         and recorded_settings == wanted
+        and all(path.is_file() for path in pictures.values())
     )

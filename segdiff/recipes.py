@@ -206,6 +206,15 @@ def save_recipe(recipe: Recipe, dest: str | Path) -> None:
     save_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), dest)
 
 
+def same_recipe(saved: str | Path, recipe: Recipe) -> bool:
+    """Whether ``saved`` (written by `save_recipe`) holds exactly ``recipe``."""
+    try:
+        text = Path(saved).read_text(encoding="utf-8")
+        return yaml.safe_load(text) == yaml.safe_load(yaml.safe_dump(recipe.to_dict()))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+
+
 def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> list[dict[str, Any]]:
     """The mappings of ``path``'s base chain and of ``path`` itself, to apply in this order.
     Bases lose their ``name``: a run is named after the recipe given."""

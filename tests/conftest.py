@@ -114,3 +114,44 @@ def png_header():
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def stale_temporary():
+    """``stale(folder, name, data=b"")`` -> the hidden temporary that a segdiff process killed
+    while writing ``folder/name`` leaves behind (named with that process's id, now gone)."""
+    import subprocess
+    import sys
+
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+
+    def stale(folder: Path, name: str, data: bytes = b"") -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f".{name}.segdiff-tmp-{ended}-00c0ffee{Path(name).suffix}"
+        path.write_bytes(data)
+        return path
+
+    return stale
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """``full_disk(where, error=ENOSPC)``: from then on, saving a picture whose path holds
+    ``where`` fails as it does on a full disk (or quota)."""
+    import errno
+
+    from PIL import Image
+
+    original = Image.Image.save
+
+    def fill(where: str, error: int = errno.ENOSPC) -> None:
+        def save(image, fp, *args, **kwargs):
+            if where in str(fp):
+                raise OSError(error, os.strerror(error))
+            return original(image, fp, *args, **kwargs)
+
+        monkeypatch.setattr(Image.Image, "save", save)
+
+    return fill

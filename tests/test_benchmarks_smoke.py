@@ -91,3 +91,18 @@ def test_sd2_configs_have_the_published_parameter_counts():
     assert sum(p.numel() for p in unet.parameters()) == 865_910_724
     assert sum(p.numel() for p in vae.parameters()) == 83_653_863
     assert sum(p.numel() for p in text.parameters()) == 340_387_840
+
+
+def test_kill_test_kills_reruns_and_compares(tmp_path):
+    """Two of its trials: prepare and infer, each killed while writing an output."""
+    report = tmp_path / "kills.json"
+    stdout = _run_script(
+        "kill_test.py", "--commands", "prepare,infer", "--repeats", "1", "--moments", "while",
+        "--work", str(tmp_path / "work"), "--json", str(report),
+    )  # fmt: skip
+    rows = json.loads(report.read_text())["rows"]
+    assert [(row["command"], row["failures"]) for row in rows] == [
+        ("prepare", []), ("infer", [])
+    ]  # fmt: skip
+    assert sum(row["trials"] + row["missed"] for row in rows) == 2
+    assert "| prepare | while masks are written |" in stdout

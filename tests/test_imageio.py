@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -69,3 +71,60 @@ def test_prepared_dataset_images_can_keep_their_stored_orientation(tmp_path):
     exif[0x0112] = 6
     image.save(tmp_path / "rotated.jpg", exif=exif)
     assert load_rgb(tmp_path / "rotated.jpg", exif_transpose=False).size == (20, 10)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(28, "No space left on device"),
+        OSError(122, "Disk quota exceeded"),
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
+        RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),
+    ],
+)
+def test_a_full_disk_in_any_library_s_words_is_disk_full_at_the_path(tmp_path, error):
+    from segdiff.errors import DiskFullError
+
+    full = pytest.raises(DiskFullError, match=f"disk full at {tmp_path / 'out.json'}")
+    with full, atomic_path(tmp_path / "out.json") as tmp:
+        tmp.write_text("half")
+        raise error
+    assert list(tmp_path.iterdir()) == []  # the partial temporary is gone
+
+
+def test_other_write_errors_stay_what_they_are(tmp_path):
+    with pytest.raises(PermissionError), atomic_path(tmp_path / "out.json"):
+        raise PermissionError(13, "Permission denied")
+
+
+def test_stale_temporaries_are_those_of_ended_processes(tmp_path, stale_temporary):
+    from segdiff.imageio import remove_stale_temporaries, temporary_sibling
+
+    mine = temporary_sibling(tmp_path / "a.png")
+    mine.write_bytes(b"")
+    stale = stale_temporary(tmp_path, "b.png")
+    (tmp_path / ".DS_Store").write_bytes(b"")  # a user's hidden file is never touched
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, ".DS_Store"])
+
+
+def test_a_temporary_of_a_killed_process_nobody_reaped_is_stale(tmp_path):
+    """In a container whose first process reaps nothing, a killed worker stays a zombie:
+    its pid answers signals, but it writes nothing any more."""
+    import subprocess
+    import sys
+    import time
+
+    from segdiff.imageio import is_stale_temporary
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = Path(f"/proc/{child.pid}/stat")
+    deadline = time.monotonic() + 30
+    while stat.is_file() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    leftover = tmp_path / f".a.png.segdiff-tmp-{child.pid}-00c0ffee.png"
+    try:
+        assert is_stale_temporary(leftover)
+    finally:
+        child.wait()

@@ -76,5 +76,65 @@ def test_resume_resolution(tmp_path, monkeypatch):
     assert run_folder.resolve_run("r", None, "latest") == (run, checkpoint)
     assert run_folder.resolve_run("r", None, str(checkpoint)) == (run, checkpoint)
     assert run_folder.resolve_run("r", None, str(run)) == (run, checkpoint)
-    with pytest.raises(SegDiffInputError, match="has no finished checkpoint"):
-        run_folder.resolve_run("r", run_folder.TRAIN_RUNS / "r", "latest")
+    # killed before it wrote anything: nothing to resume, so it starts (--resume latest)
+    assert run_folder.resolve_run("r", tmp_path / "new", "latest") == (tmp_path / "new", None)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path):
+    """Killed before any checkpoint: neither a rerun nor --resume is a dead end."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / run_folder.RECIPE).write_text("{}")
+    assert run_folder.resolve_run("r", run, None) == (run, None)
+    assert run_folder.resolve_run("r", run, "latest") == (run, None)
+    assert run_folder.resolve_run("r", None, str(run)) == (run, None)
+    fake_checkpoint(run, 1)
+    with pytest.raises(SegDiffInputError, match="already holds a training run"):
+        run_folder.resolve_run("r", run, None)
+
+
+def test_pruning_hides_a_checkpoint_before_deleting_it(tmp_path, monkeypatch):
+    """Killed mid-delete, the pruned checkpoint is neither listed nor kept by the next run."""
+    for step in (1, 2):
+        fake_checkpoint(tmp_path, step)
+    (run_folder.checkpoint_dir(tmp_path, 1) / "unet").mkdir()
+
+    def killed(path, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    final = run_folder.checkpoint_dir(tmp_path, 3)
+    temporary = run_folder.staging_dir(final, fresh=True)
+    (temporary / run_folder.CHECKPOINT_INFO).write_text(json.dumps({"step": 3}))
+    with monkeypatch.context() as patched:
+        patched.setattr(run_folder.shutil, "rmtree", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_folder.publish_checkpoint(temporary, final, keep=2)
+    assert [p.name for p in run_folder.list_checkpoints(tmp_path)] == [
+        "step-00000002",
+        "step-00000003",
+    ]
+    checkpoints = tmp_path / "checkpoints"
+    assert (checkpoints / ".deleting-step-00000001").is_dir()
+    run_folder.remove_stale(tmp_path)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-00000002", "step-00000003"]
+
+
+def test_remove_stale_clears_what_a_killed_run_left(tmp_path, stale_temporary):
+    fake_checkpoint(tmp_path, 1)
+    fake_checkpoint(tmp_path, 2, finished=False)  # a half-deleted one of an older segdiff
+    run_folder.staging_dir(run_folder.checkpoint_dir(tmp_path, 3), fresh=True)
+    run_folder.staging_dir(run_folder.model_dir(tmp_path), fresh=True)
+    vae = run_folder.vae_checkpoint_dir(tmp_path, 10)
+    run_folder.staging_dir(vae, fresh=True)
+    stale_temporary(tmp_path, "metrics.json")
+    (tmp_path / "notes.txt").write_text("the user's")
+    removed = run_folder.remove_stale(tmp_path)
+    assert len(removed) == 5
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert left == [
+        "checkpoints",
+        "checkpoints/step-00000001",
+        "checkpoints/step-00000001/checkpoint.json",
+        "notes.txt",
+        "vae_pretrain",
+    ]

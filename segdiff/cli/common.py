@@ -21,6 +21,12 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code=code)
 
 
+def interrupted(how_to_continue: str) -> typer.Exit:
+    """Ctrl-C: say how to pick up where the command stopped; exit code 130 (128 + SIGINT)."""
+    console.print(f"Interrupted. {how_to_continue}", markup=False, style="yellow", soft_wrap=True)
+    return typer.Exit(code=130)
+
+
 def reports_input_errors(command: F) -> F:
     """Turn SegDiffInputError raised anywhere below a command into a message and exit 2."""
 

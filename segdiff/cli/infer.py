@@ -148,6 +148,12 @@ def command(
         seed=seed,
     )
     console.print(f"Writing to {output}", markup=False)
+    if settings.ensemble_size == 1:
+        console.print(
+            "Note: with one ensemble member uncertainty is not measured, so no uncertainty "
+            "maps are written (--ensemble-size 2 or more measures it).",
+            markup=False,
+        )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -178,7 +184,8 @@ def command(
     if skip_existing:
         summary += (
             f" ({len(run.skipped)} done earlier with the same settings were skipped, "
-            f"{len(run.redone)} done with other classes or settings were segmented again)"
+            f"{len(run.redone)} done with other classes or settings, or incomplete, were segmented "
+            "again)"
         )
     console.print(summary, markup=False)
     if failures:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from segdiff.cli.common import check_output_folder, console, reports_input_errors
+from segdiff.cli.common import check_output_folder, console, interrupted, reports_input_errors
 from segdiff.data.prepare import DATASETS, prepare_dataset
 from segdiff.data.writer import SplitSummary
 
@@ -52,20 +52,25 @@ def command(
     Unreadable files are reported and skipped, and the run then exits with code 2.
     """
     check_output_folder(output)
-    result = prepare_dataset(
-        dataset,
-        root,
-        output,
-        split=split,
-        benchmark=benchmark,
-        workers=workers,
-        limit=limit,
-        train_size=train_size,
-        val_size=val_size,
-        size=size,
-        seed=seed,
-        console=console,
-    )
+    try:
+        result = prepare_dataset(
+            dataset,
+            root,
+            output,
+            split=split,
+            benchmark=benchmark,
+            workers=workers,
+            limit=limit,
+            train_size=train_size,
+            val_size=val_size,
+            size=size,
+            seed=seed,
+            console=console,
+        )
+    except KeyboardInterrupt:
+        raise interrupted(
+            "The images finished so far are kept: run the same command again to continue."
+        ) from None
     _report(result.splits, result.out, result.vocabulary_size)
     if result.failures:
         raise typer.Exit(code=2)

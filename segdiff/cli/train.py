@@ -4,6 +4,7 @@ One process: ``segdiff train RECIPE.yaml``. Several GPUs or nodes: ``accelerate 
 segdiff train RECIPE.yaml`` runs the same command in every process.
 """
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -12,10 +13,13 @@ import typer
 from segdiff.cli.common import (
     check_output_folder,
     console,
+    fail,
+    interrupted,
     parse_overrides,
     reports_input_errors,
     reports_out_of_memory,
 )
+from segdiff.errors import DiskFullError
 
 MEMORY_ADVICE = (
     "Lower train.batch_size (raise train.gradient_accumulation to keep the effective batch) or "
@@ -59,5 +63,13 @@ def command(
     if checkpoint is not None:
         console.print(f"Resuming from {checkpoint}")
     console.print(f"Run folder: {run_dir}")
-    model = train(resolved, run_dir, checkpoint)
+    again = shlex.join(
+        ["segdiff", "train", str(recipe), *(overrides or []), "--output", str(run_dir)]
+    )
+    try:
+        model = train(resolved, run_dir, checkpoint)
+    except KeyboardInterrupt:
+        raise interrupted(f"Continue the run with: {again} --resume latest") from None
+    except DiskFullError as err:
+        raise fail(f"{err}. Continue the run with: {again} --resume latest") from None
     console.print(f"Trained model: {model}")

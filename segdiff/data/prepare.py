@@ -78,6 +78,7 @@ def prepare_dataset(
         root = None if root is None else Path(root)
         benchmark, jobs = _find_jobs(dataset, root, splits, benchmark, console)
         vocabulary = CONVERTERS[dataset].vocabulary(root.resolve(), benchmark)
+        options = CONVERTERS[dataset].options(benchmark)
 
     writer = PreparedWriter(out, dataset, benchmark, vocabulary, options)
     summaries = [

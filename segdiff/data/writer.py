@@ -14,10 +14,13 @@ and its mask and image files are in place; ``text.json`` and the path lists are 
 the journal at the end of every run, so a rerun skips finished images and loses nothing.
 """
 
+import ctypes
 import json
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,17 +43,23 @@ from rich.progress import (
 from segdiff import depth_coding
 from segdiff.console import console as default_console
 from segdiff.data.prepared import FORMAT_VERSION
-from segdiff.errors import SegDiffInputError
+from segdiff.errors import DiskFullError, SegDiffInputError
 from segdiff.imageio import (
     IMAGE_READ_ERRORS,
     atomic_path,
     image_read_error,
+    remove_stale_temporaries,
+    reporting_disk_full,
     save_json,
     save_png,
     save_text,
 )
 
 JOURNAL = ".journal.jsonl"
+MAX_ID_BYTES = 200
+"""Longest image id: file names hold 255 bytes, and temporaries add about 40 to an id."""
+PR_SET_PDEATHSIG = 1
+"""prctl option: the signal a process gets when its parent dies (Linux)."""
 
 
 @dataclass(frozen=True)
@@ -155,16 +164,26 @@ class PreparedWriter:
         )
         if duplicates:
             raise SegDiffInputError(f"several source images share the ids {duplicates[:5]}")
+        summary = SplitSummary(split=split)
+        named = []
+        for job in jobs:
+            problem = id_problem(job.name)
+            if problem:
+                summary.failures.append((job.name, problem))
+            else:
+                named.append(job)
         split_dir = self.out / split
-        (split_dir / "masks").mkdir(parents=True, exist_ok=True)
-        (split_dir / "images").mkdir(parents=True, exist_ok=True)
+        with reporting_disk_full(split_dir):
+            for folder in (self.out, split_dir, split_dir / "images", split_dir / "masks"):
+                folder.mkdir(parents=True, exist_ok=True)
+                remove_stale_temporaries(folder)
         journal = _read_journal(split_dir)
         # Rewritten whole so that a line cut short by a crash cannot swallow the next entry.
         save_text(
             "".join(json.dumps(entry) + "\n" for entry in journal.values()), split_dir / JOURNAL
         )
-        todo = [job for job in jobs if not _is_finished(split_dir, journal.get(job.name))]
-        summary = SplitSummary(split=split, resumed=len(jobs) - len(todo))
+        todo = [job for job in named if not _is_finished(split_dir, journal.get(job.name))]
+        summary.resumed = len(named) - len(todo)
 
         progress = Progress(
             TextColumn("{task.description}"),
@@ -177,6 +196,7 @@ class PreparedWriter:
         tasks = [(job, split_dir, len(self.meta["vocabulary"])) for job in todo]
         with (
             _mapper(workers, len(tasks)) as run,
+            reporting_disk_full(split_dir / JOURNAL),
             (split_dir / JOURNAL).open("a", encoding="utf-8") as journal_file,
             progress,
         ):
@@ -221,16 +241,46 @@ class PreparedWriter:
         )
 
 
+def id_problem(name: str) -> str | None:
+    """Why an image id cannot name output files, or None. An id is one plain file stem: ids
+    read from a dataset's split list must never lead a write outside the output folder."""
+    if not name or name in (".", "..") or any(c in name for c in ("/", "\\", "\0")):
+        return f"the id {name!r} is not a plain file name (it holds a path or is empty)"
+    if name.startswith("."):
+        return f"the id {name!r} starts with a dot (hidden names are left to temporary files)"
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_ID_BYTES:
+        return f"the id {name[:40]!r}... is longer than {MAX_ID_BYTES} bytes"
+    return None
+
+
 @contextmanager
 def _mapper(workers: int, num_tasks: int) -> Iterator[Callable]:
-    """Yield ``run(function, items)``: a process pool's unordered map, or the builtin map."""
+    """Yield ``run(function, items)``: a process pool's unordered map, or the builtin map.
+
+    Leaving the block (done, Ctrl-C, an error) terminates the workers; they ignore Ctrl-C
+    themselves, so an interrupt prints no traceback per worker, and on Linux they die with
+    the main process even when it is killed.
+    """
     if workers <= 1 or num_tasks <= 1:
         yield map
         return
     # Chunks amortise the inter-process traffic without starving the bar of updates.
     chunksize = max(1, min(16, num_tasks // (workers * 8)))
-    with multiprocessing.Pool(processes=min(workers, num_tasks)) as pool:
+    linux = sys.platform.startswith("linux")
+    # fork: the workers are the main process's own children, so they can watch it
+    context = multiprocessing.get_context("fork" if linux else None)
+    with context.Pool(
+        min(workers, num_tasks), initializer=_init_worker, initargs=(os.getpid(), linux)
+    ) as pool:
         yield lambda function, items: pool.imap_unordered(function, items, chunksize)
+
+
+def _init_worker(parent: int, linux: bool) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if linux:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the main process died before the call above
+            os._exit(1)
 
 
 def _prepare_one(task: tuple[Job, Path, int]) -> dict[str, Any]:
@@ -241,6 +291,8 @@ def _prepare_one(task: tuple[Job, Path, int]) -> dict[str, Any]:
         labels = np.asarray(converted.labels)
         present, mask = depth_code(labels, vocabulary_size)
         image_name = _write_image(converted.image, split_dir / "images", job.name, labels.shape)
+    except DiskFullError:
+        raise  # stops the whole run, unlike one unreadable image
     except SegDiffInputError as err:
         return {"name": job.name, "error": str(err)}
     save_png(mask, split_dir / "masks" / f"{job.name}.png")
@@ -294,8 +346,7 @@ def _write_image(
         )
     dest = images_dir / f"{name}{image.suffix}"
     with atomic_path(dest) as tmp:
-        tmp.unlink()
-        try:
+        try:  # a hard link keeps the source's mode (it is the same file); a copy gets the umask's
             os.link(image, tmp)
         except OSError:
             shutil.copyfile(image, tmp)

@@ -17,7 +17,13 @@ from rich.text import Text
 
 from segdiff.evaluation.evaluate import EvalResult
 from segdiff.evaluation.render import confusion_image
-from segdiff.imageio import atomic_path, save_json, save_png, save_text
+from segdiff.imageio import (
+    atomic_path,
+    remove_stale_temporaries,
+    save_json,
+    save_png,
+    save_text,
+)
 
 MAX_EXAMPLES = 10
 """Image names listed per problem kind in metrics.json and the terminal."""
@@ -55,8 +61,11 @@ def metrics_dict(result: EvalResult, settings: dict[str, Any]) -> dict[str, Any]
 
 
 def write_outputs(result: EvalResult, output_dir: str | Path, settings: dict[str, Any]) -> Path:
-    """Write every output file into ``output_dir``; returns it."""
+    """Write every output file into ``output_dir`` (clearing the temporaries a killed run
+    left there); returns it."""
     output_dir = Path(output_dir)
+    for folder in (output_dir, output_dir / "samples"):
+        remove_stale_temporaries(folder)
     save_json(metrics_dict(result, settings), output_dir / "metrics.json")
     save_text(per_class_csv(result), output_dir / "per_class.csv")
     with atomic_path(output_dir / "confusion.npy") as tmp:

@@ -1,8 +1,10 @@
 """The README.md model card of an export: method, training data and classes, metrics, usage,
-license. Everything in it comes from the pipeline and the run's recipe and metrics when they
-are known; what is not known is said to be unknown rather than guessed."""
+license. Everything in it comes from the pipeline and the run's recipe, metrics and training
+data record when they are known; what is not known is said to be unknown rather than guessed.
+No path of the exporting machine appears in it: folders are named by their last component."""
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import yaml
 import segdiff
 from segdiff.depth_coding import NONE_LABEL
 from segdiff.export.source import ModelSource
-from segdiff.model.pipeline import SegDiffPipeline
+from segdiff.model.pipeline import CUSTOM_PIPELINE_MODULE, SegDiffPipeline
 
 METRIC_NAMES = {
     "mIoU": "mIoU",
@@ -29,18 +31,45 @@ class TrainingRecord:
     recipe: dict[str, Any]
     metrics: dict[str, Any]
     dataset_meta: dict[str, Any]
-    """meta.json of the prepared dataset the recipe trained on, when still on this machine."""
+    """The run's training_data.json (the prepared dataset's meta.json and the split), else the
+    meta.json of the dataset the recipe names, when still on this machine."""
 
     @classmethod
     def read(cls, source: ModelSource) -> "TrainingRecord":
         recipe = _load(source.recipe, yaml.safe_load)
+        dataset_meta = _load(source.training_data, json.loads)
         root = recipe.get("data", {}).get("root")
-        dataset_meta = _load(Path(root) / "meta.json", json.loads) if root else {}
+        if not dataset_meta and root:
+            dataset_meta = _load(Path(root) / "meta.json", json.loads)
         return cls(recipe, _load(source.metrics, json.loads), dataset_meta)
 
     @property
     def classes(self) -> list[str]:
         return [str(name) for name in self.dataset_meta.get("vocabulary", [])]
+
+    @property
+    def origin(self) -> str:
+        """How the weights began: "stable-diffusion" (fine-tuned), "tiny" (from scratch) or
+        "unknown" (no recipe came with the model)."""
+        return self.recipe.get("model", {}).get("kind", "unknown")
+
+    @property
+    def base(self) -> str | None:
+        """The Stable Diffusion 2 model fine-tuned, as the recipe names it."""
+        model = self.recipe.get("model", {})
+        return model.get("pretrained") if self.origin == "stable-diffusion" else None
+
+
+def _hub_id(base: str | None) -> str | None:
+    """``base`` if it names a hub model rather than a folder of this machine."""
+    if not base or os.path.isabs(base) or base.startswith(".") or Path(base).exists():
+        return None
+    return base if base.count("/") == 1 else None
+
+
+def _base_name(base: str) -> str:
+    hub = _hub_id(base)
+    return f"`{hub}`" if hub else f"a local Stable Diffusion 2 folder (`{Path(base).name}`)"
 
 
 def model_card(
@@ -51,35 +80,56 @@ def model_card(
     record: TrainingRecord,
 ) -> str:
     """The card's Markdown (with Hugging Face metadata in its front matter)."""
-    model = record.recipe.get("model", {})
-    base = model.get("pretrained") if model.get("kind") == "stable-diffusion" else None
     sections = [
-        _front_matter(export_format, base, record.dataset_meta.get("dataset")),
-        _overview(pipe, source, export_format, dtypes),
-        _training(record, base, source),
+        _front_matter(export_format, record),
+        _overview(pipe, source, export_format, dtypes, record),
+        _training(record, source),
         _evaluation(record.metrics),
         _usage_diffusers(dtypes) if export_format == "diffusers" else _usage_onnx(dtypes),
-        _license(base),
+        _license(record.base),
     ]
     return "\n\n".join(sections) + "\n"
 
 
-def _front_matter(export_format: str, base: str | None, dataset: str | None) -> str:
+def _front_matter(export_format: str, record: TrainingRecord) -> str:
     meta: dict[str, Any] = {
         "license": "apache-2.0",
         "library_name": "diffusers" if export_format == "diffusers" else "onnx",
         "pipeline_tag": "image-segmentation",
         "tags": ["segdiff", "semantic-segmentation", "open-vocabulary", "diffusion"],
     }
-    if base:
-        meta["base_model"] = base
-    if dataset:
-        meta["tags"].append(dataset)
+    if _hub_id(record.base):
+        meta["base_model"] = _hub_id(record.base)
+    if record.dataset_meta.get("dataset"):
+        meta["tags"].append(record.dataset_meta["dataset"])
     return "---\n" + yaml.safe_dump(meta, sort_keys=False).strip() + "\n---"
 
 
+def _what_it_is(record: TrainingRecord) -> str:
+    if record.origin == "stable-diffusion":
+        base = _base_name(record.base) if record.base else "Stable Diffusion 2"
+        return (
+            f"Open-vocabulary semantic segmentation with Stable Diffusion 2 ({base}) "
+            "fine-tuned by segdiff."
+        )
+    if record.origin == "tiny":
+        return (
+            "A tiny segdiff model for open-vocabulary semantic segmentation, trained from "
+            "scratch (no pretrained weights) on the data below: it shows the method at work "
+            "on that data, and knows nothing else."
+        )
+    return (
+        "A segdiff model for open-vocabulary semantic segmentation; how its weights began is "
+        "not recorded with it."
+    )
+
+
 def _overview(
-    pipe: SegDiffPipeline, source: ModelSource, export_format: str, dtypes: list[str]
+    pipe: SegDiffPipeline,
+    source: ModelSource,
+    export_format: str,
+    dtypes: list[str],
+    record: TrainingRecord,
 ) -> str:
     config = pipe.config
     sizes = ", ".join(
@@ -88,8 +138,8 @@ def _overview(
     )
     return f"""# segdiff model
 
-Open-vocabulary semantic segmentation with a fine-tuned Stable Diffusion 2 (segdiff).
-Exported as **{export_format}** ({", ".join(dtypes)}) from the {source.describe()} by
+{_what_it_is(record)}
+Exported as **{export_format}** ({", ".join(dtypes)}) from the {source.describe_shareably()} by
 `segdiff export` (segdiff {segdiff.__version__}).
 
 ## Method
@@ -112,7 +162,7 @@ Defaults saved with the model:
 - parameters: {sizes}"""
 
 
-def _training(record: TrainingRecord, base: str | None, source: ModelSource) -> str:
+def _training(record: TrainingRecord, source: ModelSource) -> str:
     lines = ["## Training", ""]
     if not record.recipe:
         lines.append(
@@ -122,13 +172,14 @@ def _training(record: TrainingRecord, base: str | None, source: ModelSource) -> 
         return "\n".join(lines)
     train = record.recipe.get("train", {})
     data = record.recipe.get("data", {})
-    meta = record.dataset_meta
-    dataset = None
-    if meta.get("dataset"):
-        dataset = f"{meta['dataset']} (benchmark {meta.get('benchmark') or 'none'})"
+    initialised = {
+        "stable-diffusion": _base_name(record.base) if record.base else None,
+        "tiny": "random weights (a tiny model built from its config, trained from scratch)",
+    }.get(record.origin)
     facts = {
-        "Initialised from": base or "a tiny model built from config (no pretrained weights)",
-        "Training data": dataset or f"prepared dataset at {data.get('root')}",
+        "Initialised from": initialised,
+        "Training data": _training_data(record.dataset_meta, data),
+        "Recipe": record.recipe.get("name"),
         "Optimizer steps": train.get("steps"),
         "Checkpoint step": source.checkpoint_step,
         "Batch size": train.get("batch_size"),
@@ -152,6 +203,27 @@ def _training(record: TrainingRecord, base: str | None, source: ModelSource) -> 
     return "\n".join(lines)
 
 
+def _training_data(meta: dict[str, Any], data: dict[str, Any]) -> str | None:
+    """The dataset, split and size trained on, as `segdiff prepare` recorded them."""
+    if not meta.get("dataset"):
+        root = data.get("root")
+        return f"a prepared dataset (folder `{Path(root).name}`)" if root else None
+    split = meta.get("split") or data.get("train_split") or "train"
+    text = f"{meta['dataset']} (benchmark {meta.get('benchmark') or 'none'}), split {split}"
+    count = meta.get("splits", {}).get(split)
+    if count:
+        text += f", {count} images"
+    if meta["dataset"] == "shapes":
+        options = meta.get("options", {})
+        low, high = (options.get("size") or ["?", "?"])[:2]
+        sides = f"{low}" if low == high else f"{low} to {high}"
+        text += (
+            "; synthetic shapes generated by `segdiff prepare shapes`"
+            f" (seed {options.get('seed', '?')}, {sides} px images)"
+        )
+    return text
+
+
 def _evaluation(metrics: dict[str, Any]) -> str:
     if not metrics:
         return "## Evaluation\n\nNo evaluation metrics were recorded with this model."
@@ -160,11 +232,21 @@ def _evaluation(metrics: dict[str, Any]) -> str:
         for key, label in METRIC_NAMES.items()
         if isinstance(metrics.get(key), int | float)
     ]
-    text = "## Evaluation\n\nFrom `metrics.json` (percent):\n\n| Metric | Value |\n|---|---|\n"
+    scored = ""
+    if metrics.get("benchmark") and metrics.get("images"):
+        split = metrics.get("split", "?")
+        scored = f", {metrics['benchmark']} {split} split, {metrics['images']} images"
+    if isinstance(metrics.get("step"), int):
+        scored += f", at training step {metrics['step']}"
+    text = f"## Evaluation\n\nFrom `metrics.json` (percent{scored}):\n\n"
+    text += "| Metric | Value |\n|---|---|\n"
     text += "\n".join(rows)
     per_class = metrics.get("per_class") or {}
     if per_class:
-        table = "\n".join(f"| {name} | {iou:.2f} |" for name, iou in per_class.items())
+        table = "\n".join(
+            f"| {name} | {'no ground truth' if iou is None else f'{iou:.2f}'} |"
+            for name, iou in per_class.items()
+        )
         text += (
             "\n\n<details><summary>IoU per class</summary>\n\n"
             f"| Class | IoU |\n|---|---|\n{table}\n\n</details>"
@@ -185,7 +267,8 @@ def _usage_diffusers(dtypes: list[str]) -> str:
         )
     return f"""## Usage
 
-Command line (writes labels, overlay, uncertainty and a JSON summary per image):
+Install segdiff (`pip install segdiff`). Command line (writes labels, overlay, uncertainty and
+a JSON summary per image):
 
 ```
 segdiff infer photo.jpg --classes "cat,sofa,window" --model path/to/this/folder --output out/
@@ -202,21 +285,38 @@ pipe = SegDiffPipeline.from_pretrained("path/to/this/folder")
 result = pipe(Image.open("photo.jpg"), ["cat", "sofa", "window"],
               generator=torch.Generator().manual_seed(0))
 labels = result.labels[0]  # class index per pixel, {NONE_LABEL} = none of the classes
-```{half}"""
+```{half}
+
+With diffusers' own loader: SegDiffPipeline is not part of the diffusers library, so this
+folder names it the way diffusers names pipelines from elsewhere, and ships
+`{CUSTOM_PIPELINE_MODULE}.py`, a two-line file that imports it from segdiff. diffusers runs
+that file only when asked to:
+
+```python
+from diffusers import DiffusionPipeline
+
+pipe = DiffusionPipeline.from_pretrained("path/to/this/folder", trust_remote_code=True)
+```
+
+Without `trust_remote_code=True`, diffusers stops and says that the folder holds code to run.
+`SegDiffPipeline.from_pretrained` and `segdiff infer` never run it."""
 
 
 def _usage_onnx(dtypes: list[str]) -> str:
     return f"""## Usage (ONNX, {dtypes[0]})
 
 `segdiff_onnx.json` lists every graph with its inputs and outputs and the pipeline settings;
-`verification.json` holds the largest difference of each graph from PyTorch. One image:
+`verification.json` holds the largest difference of each graph from PyTorch. `segdiff infer`
+does not run this folder; it runs the diffusers export (`segdiff export --format diffusers`).
+One image:
 
 1. Tokenize `prompt_template.format(name)` for each class with `tokenizer/` (padded to its
    maximum length) and run `text_encoder.onnx` to get one embedding per class.
 2. Run `cam.onnx` on the embeddings in class-list order, their gray levels
    `round(255 * (k + 1) / K) / 255` and an attention mask: the UNet's context.
-3. Run `vae_encoder.onnx` on the image scaled to [-1, 1] (sides a multiple of
-   `latent_multiple` pixels).
+3. Run `vae_encoder.onnx` on the image scaled to [-1, 1], padded so both sides are multiples
+   of `latent_multiple` pixels (the graph refuses other sizes: its error names the node
+   `image_sides_must_be_multiples_of_N`).
 4. Start from Gaussian noise and, for each DDIM timestep of `scheduler/` (trailing
    spacing), run `unet.onnx` on the image latent concatenated with the noisy mask latent.
 5. Run `vae_decoder.onnx`, average its 3 channels, and give each pixel the class whose gray

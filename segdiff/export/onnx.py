@@ -11,9 +11,15 @@ Five graphs (symbolic dimensions in brackets; see ``segdiff_onnx.json`` in an ex
 - ``unet.onnx``: sample [batch, 8, height, width] (image latent + noisy mask latent),
   timestep [batch or 1] int64, encoder_hidden_states [batch, classes, dim],
   encoder_attention_mask [batch, classes] bool -> prediction [batch, 4, height, width].
-- ``vae_encoder.onnx``: image [batch, 3, H, W] in [-1, 1] -> latent: the mean of the latent
-  distribution times the VAE scaling factor, i.e. exactly what the UNet takes.
+- ``vae_encoder.onnx``: image [batch, 3, H, W] in [-1, 1] -> latent [batch, 4, latent_height,
+  latent_width]: the mean of the latent distribution times the VAE scaling factor, i.e.
+  exactly what the UNet takes.
 - ``vae_decoder.onnx``: latent (same scale) -> image [batch, 3, H, W] in about [-1, 1].
+
+Image sides must be multiples of ``latent_multiple`` (``segdiff_onnx.json``), latent sides of
+``latent_multiple / vae_scale_factor``: the VAE encoder and UNet graphs refuse other sizes,
+with an error naming the node ``image_sides_must_be_multiples_of_N`` (or ``latent_...``),
+rather than return a misaligned result.
 
 Weights of 1 KiB and more are always stored as external data (``<graph>.onnx.data``), so
 graphs of any size stay under protobuf's 2 GB limit and every export has the same layout.
@@ -25,7 +31,6 @@ A graph passes when ``max |onnx - torch| <= TOLERANCE[dtype] * max(1, max |torch
 ``verification.json`` records every difference, and any failure fails the export.
 """
 
-import json
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -39,9 +44,10 @@ from torch import nn
 
 from segdiff import depth_coding
 from segdiff.errors import SegDiffInputError
-from segdiff.export.common import StepCallback, check_dtype, write_records
+from segdiff.export.common import StepCallback, check_dtype, write_json, write_records
 from segdiff.export.source import resolve_source
 from segdiff.export.staging import staged_output
+from segdiff.model.loading import ONNX_DESCRIPTION
 from segdiff.model.pipeline import SegDiffPipeline
 
 OPSET = 17
@@ -137,10 +143,10 @@ def export_onnx(
                 "1); nothing was written."
             )
         step("Writing the tokenizer, scheduler, graph description and model card")
-        _write_json(report, staging / "verification.json")
+        write_json(report, staging / "verification.json")
         pipe.tokenizer.save_pretrained(staging / "tokenizer")
         pipe.scheduler.save_pretrained(staging / "scheduler")
-        _write_json(describe(onnx, pipe, graphs, staging), staging / "segdiff_onnx.json")
+        write_json(describe(onnx, pipe, graphs, staging), staging / ONNX_DESCRIPTION)
         write_records(staging, pipe, source, "onnx", [dtype])
     return report
 
@@ -178,9 +184,38 @@ class _CamGraph(nn.Module):
         return context * attention_mask.unsqueeze(-1).to(context.dtype)
 
 
-class _UNetGraph(nn.Module):
-    def __init__(self, unet: nn.Module):
+class _SidesCheck(nn.Module):
+    """Passes a [batch, channels, height, width] tensor through, but refuses one whose height
+    or width is not a multiple of ``multiple``: reshaping it into blocks of that size fails,
+    in PyTorch and in onnxruntime, whose error names this module (registered under a name
+    that says the rule) instead of giving a wrong shape further on."""
+
+    def __init__(self, multiple: int):
         super().__init__()
+        self.multiple = multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        m = self.multiple
+        blocks = x.reshape(batch, channels, height // m, m, width // m, m)
+        return blocks.reshape(batch, channels, height, width)
+
+
+class _CheckedSides(nn.Module):
+    """A graph whose spatial input must have sides that are multiples of ``multiple``."""
+
+    def __init__(self, what: str, multiple: int):
+        super().__init__()
+        self.check_name = f"{what}_sides_must_be_multiples_of_{multiple}"
+        self.add_module(self.check_name, _SidesCheck(multiple))
+
+    def checked(self, x: torch.Tensor) -> torch.Tensor:
+        return self.get_submodule(self.check_name)(x)
+
+
+class _UNetGraph(_CheckedSides):
+    def __init__(self, unet: nn.Module, multiple: int):
+        super().__init__("latent", multiple)
         self.unet = unet
 
     def forward(
@@ -191,7 +226,7 @@ class _UNetGraph(nn.Module):
         encoder_attention_mask: torch.Tensor,
     ) -> torch.Tensor:
         return self.unet(
-            sample,
+            self.checked(sample),
             timestep,
             encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_attention_mask,
@@ -199,13 +234,19 @@ class _UNetGraph(nn.Module):
         )[0]
 
 
-class _VaeEncoderGraph(nn.Module):
-    def __init__(self, vae: nn.Module):
-        super().__init__()
+class _VaeEncoderGraph(_CheckedSides):
+    def __init__(self, vae: nn.Module, multiple: int):
+        super().__init__("image", multiple)
         self.vae = vae
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.vae.encode(image).latent_dist.mean * self.vae.config.scaling_factor
+        moments = self.vae.encoder(self.checked(image))
+        if self.vae.quant_conv is not None:
+            moments = self.vae.quant_conv(moments)
+        # The mean is the first half of the moments' channels. Slicing a fixed count (rather
+        # than diffusers' chunk) keeps the latent's channel axis a number in the graph.
+        mean = moments[:, : self.vae.config.latent_channels]
+        return mean * self.vae.config.scaling_factor
 
 
 class _VaeDecoderGraph(nn.Module):
@@ -332,7 +373,7 @@ def cam_graph(pipe: SegDiffPipeline, examples: ExampleInputs) -> Graph:
 def unet_graph(pipe: SegDiffPipeline, examples: ExampleInputs) -> Graph:
     return Graph(
         name="unet",
-        module=_UNetGraph(pipe.unet).eval(),
+        module=_UNetGraph(pipe.unet, pipe.latent_multiple // pipe.vae_scale_factor).eval(),
         inputs={
             "sample": SPATIAL,
             "timestep": {0: "timestep_batch"},
@@ -349,11 +390,15 @@ def unet_graph(pipe: SegDiffPipeline, examples: ExampleInputs) -> Graph:
 def vae_encoder_graph(pipe: SegDiffPipeline, examples: ExampleInputs) -> Graph:
     return Graph(
         name="vae_encoder",
-        module=_VaeEncoderGraph(pipe.vae).eval(),
+        module=_VaeEncoderGraph(pipe.vae, pipe.latent_multiple).eval(),
         inputs={"image": SPATIAL},
         outputs={"latent": LATENT},
         example=examples.image,
-        description="image in [-1, 1] -> latent mean times the VAE scaling factor",
+        description="image in [-1, 1], sides multiples of latent_multiple -> latent mean "
+        "times the VAE scaling factor",
+        reference=lambda inputs: (
+            pipe.vae.encode(inputs["image"]).latent_dist.mean * pipe.vae.config.scaling_factor
+        ),
     )
 
 
@@ -468,7 +513,3 @@ def describe(onnx, pipe: SegDiffPipeline, graphs: list[Graph], folder: Path) -> 
             "scheduler": "scheduler/scheduler_config.json (DDIM)",
         },
     }
-
-
-def _write_json(data: dict[str, Any], dest: Path) -> None:
-    dest.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

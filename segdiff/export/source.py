@@ -41,11 +41,13 @@ class ModelSource:
     """Set when ``weights`` is a training checkpoint rather than a model folder."""
     recipe: Path | None = None
     metrics: Path | None = None
+    training_data: Path | None = None
+    """What the run trained on (``training_data.json``: the prepared dataset's meta.json)."""
 
     @property
     def read_paths(self) -> list[Path]:
         """Every local file or folder an export reads: it must not replace any of them."""
-        paths = [self.recipe, self.metrics]
+        paths = [self.recipe, self.metrics, self.training_data]
         if isinstance(self.weights, Path):
             paths.append(self.weights)
         if self.checkpoint_step is not None:
@@ -58,6 +60,8 @@ class ModelSource:
             return SegDiffPipeline.from_pretrained(self.weights, dtype=torch.float32)
         from segdiff.training.checkpoints import load_checkpoint_pipeline
 
+        if not run_folder.is_checkpoint(Path(self.weights)):
+            raise run_folder.checkpoint_removed(Path(self.weights))
         pipe = load_checkpoint_pipeline(self.weights)
         if any(getattr(pipe, name).dtype != torch.float32 for name in WEIGHTED_COMPONENTS):
             pipe.to(torch.float32)  # frozen parts saved in half precision by a mixed run
@@ -67,6 +71,15 @@ class ModelSource:
         if self.checkpoint_step is not None:
             return f"training checkpoint at step {self.checkpoint_step} ({self.weights})"
         return f"model {self.weights}"
+
+    def describe_shareably(self) -> str:
+        """`describe` without this machine's paths: folders by their name only."""
+        if isinstance(self.weights, str):
+            return f"model `{self.weights}`"  # a hub id
+        if self.checkpoint_step is not None:
+            run = run_folder.run_of(self.weights).name
+            return f"training checkpoint at step {self.checkpoint_step} of the run `{run}`"
+        return f"model folder `{self.weights.name}`"
 
 
 def resolve_source(model: str | Path) -> ModelSource:
@@ -104,14 +117,23 @@ def _run_source(name: str, run: Path) -> ModelSource:
 
 def _model_source(name: str, model: Path) -> ModelSource:
     check_is_segdiff_model(model)
-    recipe, metrics = _records_near(model)
-    return ModelSource(name=name, weights=model, recipe=recipe, metrics=metrics)
+    recipe, metrics, training_data = _records_near(model)
+    return ModelSource(
+        name=name, weights=model, recipe=recipe, metrics=metrics, training_data=training_data
+    )
 
 
 def _checkpoint_source(name: str, checkpoint: Path) -> ModelSource:
-    step = run_folder.checkpoint_step(checkpoint)
+    try:
+        step = run_folder.checkpoint_step(checkpoint)
+    except SegDiffInputError:
+        if run_folder.is_checkpoint(checkpoint):
+            raise
+        raise run_folder.checkpoint_removed(checkpoint) from None
     run = run_folder.run_of(checkpoint)
     missing = run_folder.missing_parts(checkpoint)
+    if missing and not run_folder.is_checkpoint(checkpoint):
+        raise run_folder.checkpoint_removed(checkpoint)
     if missing:
         raise SegDiffInputError(
             f"checkpoint {checkpoint} is incomplete: {', '.join(map(str, missing))} missing. A "
@@ -119,24 +141,26 @@ def _checkpoint_source(name: str, checkpoint: Path) -> ModelSource:
             "vae/, text_encoder/, tokenizer/ and scheduler/."
         )
     recipe = run / run_folder.RECIPE
+    training_data = run / run_folder.TRAINING_DATA
     return ModelSource(
         name=name,
         weights=checkpoint,
         checkpoint_step=step,
         recipe=recipe if recipe.is_file() else None,
         metrics=_checkpoint_metrics(checkpoint, run, step),
+        training_data=training_data if training_data.is_file() else None,
     )
 
 
-def _records_near(model: Path) -> tuple[Path | None, Path | None]:
-    """Recipe and metrics of a model folder: its own copies (an earlier export), else those
-    of the run it is the final model of."""
+def _records_near(model: Path) -> tuple[Path | None, Path | None, Path | None]:
+    """Recipe, metrics and training data of a model folder: its own copies (an earlier
+    export, the bundled model), else those of the run it is the final model of."""
     run = run_folder.run_of_model(model)
     found = []
-    for filename in (run_folder.RECIPE, run_folder.METRICS):
+    for filename in (run_folder.RECIPE, run_folder.METRICS, run_folder.TRAINING_DATA):
         candidates = [model / filename] + ([run / filename] if run else [])
         found.append(next((c for c in candidates if c.is_file()), None))
-    return found[0], found[1]
+    return found[0], found[1], found[2]
 
 
 def _checkpoint_metrics(checkpoint: Path, run: Path, step: int) -> Path | None:

@@ -1,14 +1,26 @@
 """All-or-nothing output folders: an export is written to a hidden folder next to ``--out``
-and renamed onto it only once it is complete, so a failure leaves nothing half-written."""
+and renamed onto it only once it is complete, so a failure leaves nothing half-written.
+
+Replacing an existing ``--out`` takes two renames: the old folder moves aside (to
+``.<out>.segdiff-old-<pid>-<token>``), then the new one moves in. A run killed between the two
+leaves ``--out`` missing and the old folder aside; the next export to the same place puts it
+back first, and clears any staging folder a killed export left.
+"""
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from segdiff.errors import SegDiffInputError
+from segdiff.imageio import (
+    is_stale_temporary,
+    make_shareable,
+    remove_stale_temporaries,
+    reporting_disk_full,
+    temporary_sibling,
+)
 
 
 def check_output(out: Path, overwrite: bool, read_paths: Sequence[Path] = ()) -> None:
@@ -31,35 +43,46 @@ def check_output(out: Path, overwrite: bool, read_paths: Sequence[Path] = ()) ->
         )
 
 
+def recover(out: Path) -> None:
+    """Undo what an export killed on its way to ``out`` left: an old ``out`` moved aside is
+    put back (or deleted, if the new one made it into place), staging folders are removed."""
+    if not out.parent.is_dir():
+        return
+    for aside in out.parent.glob(f".{out.name}.segdiff-old-*"):
+        if not is_stale_temporary(aside, kind="old"):
+            continue  # an export running right now
+        if not out.exists() and (aside / out.name).is_dir():
+            os.rename(aside / out.name, out)
+        shutil.rmtree(aside, ignore_errors=True)
+    remove_stale_temporaries(out.parent)
+
+
 @contextmanager
 def staged_output(
     out: Path, overwrite: bool = False, read_paths: Sequence[Path] = ()
 ) -> Iterator[Path]:
-    """Yield an empty staging folder; on success it replaces ``out``, on failure it is removed."""
+    """Yield an empty staging folder; on success it replaces ``out``, on failure it is removed.
+
+    Everything in it then gets the modes the user's umask gives any new file (safetensors
+    writes private files): an export is meant to be shared.
+    """
     out = Path(out).resolve()
+    recover(out)
     check_output(out, overwrite, read_paths)
+    staging = temporary_sibling(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        staging.mkdir()
     except OSError as err:
         raise SegDiffInputError(f"cannot write the export to {out}: {err}") from err
     try:
-        yield staging
-        _make_shareable(staging)
+        with reporting_disk_full(out):
+            yield staging
+        make_shareable(staging)
         _replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def _make_shareable(folder: Path) -> None:
-    """Temporary files and folders are private (mode 600/700); an export is meant to be
-    shared, so give it the modes the user's umask gives any new file."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for path in folder.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _replace(staging: Path, out: Path) -> None:
@@ -68,7 +91,8 @@ def _replace(staging: Path, out: Path) -> None:
     if not out.exists():
         os.rename(staging, out)
         return
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    aside = temporary_sibling(out, kind="old")
+    aside.mkdir()
     os.rename(out, aside / out.name)
     try:
         os.rename(staging, out)

@@ -16,6 +16,9 @@ from segdiff.model import default_model_path
 from segdiff.model.folder import check_model_folder, check_model_index
 from segdiff.model.pipeline import SegDiffPipeline
 
+ONNX_DESCRIPTION = "segdiff_onnx.json"
+"""The file that marks an ONNX export (written by segdiff.export.onnx)."""
+
 
 def pick_device(device: str | None = None) -> torch.device:
     if device is None:
@@ -110,6 +113,13 @@ def check_is_segdiff_model(
     """
     path = Path(name_or_path)
     if path.is_dir():
+        if (path / ONNX_DESCRIPTION).is_file():
+            raise SegDiffInputError(
+                f"{path} is an ONNX export (segdiff export --format onnx), which segdiff runs "
+                "only as the diffusers export: export the model again with --format diffusers "
+                "and give that folder, or run these graphs with onnxruntime as their README.md "
+                "says"
+            )
         if not (path / "model_index.json").is_file():
             raise SegDiffInputError(
                 f"{path} is not a segdiff model folder: it has no model_index.json"

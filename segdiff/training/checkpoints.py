@@ -18,15 +18,23 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from segdiff import run_folder
 from segdiff.errors import SegDiffInputError
-from segdiff.imageio import save_json
+from segdiff.imageio import reporting_disk_full, save_json
 from segdiff.model.cam import ContentAttentionModule
 from segdiff.model.pipeline import SegDiffPipeline
 
 
 def save_frozen(run_dir: Path, components: dict[str, Any]) -> None:
-    """Write the frozen components once, at the start of a run."""
-    for name in run_folder.FROZEN:
-        components[name].save_pretrained(run_folder.frozen_dir(run_dir) / name)
+    """Write the frozen components once, at the start of a run (all or nothing)."""
+    with (
+        reporting_disk_full(run_folder.frozen_dir(run_dir)),
+        run_folder.writing_frozen(run_dir) as folder,
+    ):
+        for name in run_folder.FROZEN:
+            components[name].save_pretrained(folder / name)
+
+
+def has_frozen(run_dir: Path) -> bool:
+    return all((run_folder.frozen_dir(run_dir) / name).is_dir() for name in run_folder.FROZEN)
 
 
 def load_frozen(run_dir: Path) -> dict[str, Any]:
@@ -54,16 +62,25 @@ def load_trainable(checkpoint: Path) -> tuple[UNet2DConditionModel, ContentAtten
 
 
 def load_checkpoint_pipeline(checkpoint: str | Path) -> SegDiffPipeline:
-    """A checkpoint of a run (``RUN/checkpoints/step-N``) as a ready SegDiffPipeline."""
+    """A checkpoint of a run (``RUN/checkpoints/step-N``) as a ready SegDiffPipeline.
+
+    A run that is still training deletes its older checkpoints; one deleted while it was
+    being read is reported as such, not as whatever file happened to be missing first.
+    """
     checkpoint = Path(checkpoint)
     if not run_folder.is_checkpoint(checkpoint):
         raise SegDiffInputError(
             f"{checkpoint} is not a segdiff training checkpoint (no checkpoint.json); expected "
             "RUN/checkpoints/step-NNNNNNNN"
         )
-    frozen = load_frozen(run_folder.run_of(checkpoint))
-    unet, cam = load_trainable(checkpoint)
-    return SegDiffPipeline.from_pretrained(checkpoint, unet=unet, cam=cam, **frozen)
+    try:
+        frozen = load_frozen(run_folder.run_of(checkpoint))
+        unet, cam = load_trainable(checkpoint)
+        return SegDiffPipeline.from_pretrained(checkpoint, unet=unet, cam=cam, **frozen)
+    except Exception as err:
+        if run_folder.is_checkpoint(checkpoint):
+            raise
+        raise run_folder.checkpoint_removed(checkpoint) from err
 
 
 def write_trainable(folder: Path, pipeline: SegDiffPipeline) -> None:
@@ -83,18 +100,52 @@ def write_checkpoint(
 ) -> None:
     """Everything of a checkpoint but the per-process random states, into its staging
     ``folder``; checkpoint.json last, since it marks the checkpoint finished."""
-    save_training_state(folder / run_folder.TRAINING_STATE, optimizer, lr_scheduler, raw_weights)
-    write_trainable(folder, pipeline)
-    save_json(info, folder / run_folder.CHECKPOINT_INFO)
+    with reporting_disk_full(folder):
+        save_training_state(
+            folder / run_folder.TRAINING_STATE, optimizer, lr_scheduler, raw_weights
+        )
+        write_trainable(folder, pipeline)
+        save_json(info, folder / run_folder.CHECKPOINT_INFO)
+
+
+def write_vae_checkpoint(
+    folder: Path,
+    vae: AutoencoderKL,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+) -> None:
+    """VAE pre-training at ``step``, into its staging ``folder``: the VAE, its optimizer and
+    schedule, and the random state (the VAE samples its latents); checkpoint.json last."""
+    state = folder / run_folder.TRAINING_STATE
+    with reporting_disk_full(folder):
+        vae.save_pretrained(folder / "vae", safe_serialization=True)
+        save_training_state(state, optimizer, lr_scheduler, None)
+        save_file({"torch": torch.get_rng_state()}, state / "rng.safetensors")
+        save_json({"step": step}, folder / run_folder.CHECKPOINT_INFO)
+
+
+def load_vae_checkpoint(
+    folder: Path,
+    vae: AutoencoderKL,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
+    """Restore what `write_vae_checkpoint` saved."""
+    state = folder / run_folder.TRAINING_STATE
+    vae.load_state_dict(load_file(folder / "vae" / "diffusion_pytorch_model.safetensors"))
+    load_training_state(state, optimizer, lr_scheduler)
+    torch.set_rng_state(load_file(state / "rng.safetensors")["torch"])
 
 
 def save_model(run_dir: Path, pipeline: SegDiffPipeline) -> Path:
     """RUN/model: the frozen parts copied from RUN/frozen plus ``pipeline``'s trained weights."""
-    with run_folder.writing_model(run_dir) as folder:
+    model = run_folder.model_dir(run_dir)
+    with reporting_disk_full(model), run_folder.writing_model(run_dir) as folder:
         for name in run_folder.FROZEN:
             shutil.copytree(run_folder.frozen_dir(run_dir) / name, folder / name)
         write_trainable(folder, pipeline)
-    return run_folder.model_dir(run_dir)
+    return model
 
 
 def save_training_state(
@@ -135,8 +186,9 @@ def save_rng(folder: Path, rank: int, noise_generator: torch.Generator) -> None:
     states = {"noise": noise_generator.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state()
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(states, folder / f"rng-{rank}.safetensors")
+    with reporting_disk_full(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(states, folder / f"rng-{rank}.safetensors")
 
 
 def load_rng(folder: Path, rank: int, noise_generator: torch.Generator) -> None:

@@ -9,7 +9,9 @@ state in each checkpoint so that a resumed run continues exactly as the original
 """
 
 import contextlib
+import json
 import math
+import shutil
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -37,14 +39,14 @@ from segdiff import run_folder
 from segdiff.console import console
 from segdiff.data.prepared import PreparedSplit, open_prepared
 from segdiff.distributed import process_state
-from segdiff.errors import SegDiffInputError
+from segdiff.errors import DiskFullError, SegDiffInputError
 from segdiff.evaluation.report import metrics_dict
 from segdiff.imageio import save_json
 from segdiff.memory import check_fits
 from segdiff.model.from_sd import components_from_stable_diffusion
 from segdiff.model.pipeline import SegDiffPipeline
 from segdiff.model.tiny import build_tiny_components
-from segdiff.recipes import Recipe, save_recipe
+from segdiff.recipes import Recipe, same_recipe, save_recipe
 from segdiff.training import checkpoints
 from segdiff.training.batches import (
     Batch,
@@ -55,7 +57,7 @@ from segdiff.training.batches import (
     collate,
 )
 from segdiff.training.step import TrainingStep
-from segdiff.training.vae_pretrain import pretrain_vae
+from segdiff.training.vae_pretrain import pretrain_vae, vae_optimizer
 from segdiff.training.validation import validate, validation_benchmark
 
 
@@ -111,6 +113,8 @@ class Trainer:
             self.val_split = open_prepared(recipe.data.root, recipe.data.val_split)
             validation_benchmark(self.val_split)
         self.samples = TrainingSamples(self.train_split, self._sample_settings())
+        if self.is_main:
+            run_folder.remove_stale(run_dir)
         self.info = run_folder.read_checkpoint_info(resume) if resume else {}
         self.step = self.info.get("step", 0)
 
@@ -145,38 +149,84 @@ class Trainer:
     def _components(self, resume: Path | None) -> dict[str, Any]:
         """Frozen parts and trainable weights: from the run folder when resuming; else built
         (every process alike), the VAE pre-trained by the main process if the recipe says
-        so, and the frozen parts saved once to RUN/frozen."""
+        so, and the frozen parts saved once to RUN/frozen.
+
+        A run stopped before its first checkpoint starts again here, keeping its RUN/frozen
+        (or its VAE pre-training checkpoint) when the recipe is the same. Either way training
+        then starts from the same random state, so it ends as an uninterrupted run would.
+        """
         if resume is not None:
             unet, cam = checkpoints.load_trainable(resume)
             return {**checkpoints.load_frozen(self.run_dir), "unet": unet, "cam": cam}
         components = build_components(self.recipe)
         if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_recipe(self.recipe, self.run_dir / run_folder.RECIPE)
-            if self.recipe.vae_pretrain.steps:
-                self._pretrain_vae(components["vae"])
-            checkpoints.save_frozen(self.run_dir, components)
+            self._start_run_folder()
+            if checkpoints.has_frozen(self.run_dir):
+                console.print(f"Reusing the frozen components in {self.run_dir / 'frozen'}")
+                components.update(checkpoints.load_frozen(self.run_dir))
+            else:
+                if self.recipe.vae_pretrain.steps:
+                    self._pretrain_vae(components["vae"])
+                checkpoints.save_frozen(self.run_dir, components)
+            run_folder.delete_vae_checkpoints(self.run_dir)  # RUN/frozen holds their result
         self.accelerator.wait_for_everyone()
         if not self.is_main and self.recipe.vae_pretrain.steps:
             components["vae"] = AutoencoderKL.from_pretrained(
                 run_folder.frozen_dir(self.run_dir) / "vae", use_safetensors=True
             )
+        torch.manual_seed(self.recipe.seed)
         return components
 
+    def _start_run_folder(self) -> None:
+        """Save the recipe; what a stopped run of another recipe left is of no use."""
+        saved = self.run_dir / run_folder.RECIPE
+        if saved.is_file() and not same_recipe(saved, self.recipe):
+            console.print(f"{self.run_dir} was started with another recipe: starting it over")
+            run_folder.discard_setup(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_recipe(self.recipe, saved)
+        meta = json.loads((self.train_split.root / "meta.json").read_text(encoding="utf-8"))
+        record = {**meta, "split": self.train_split.split}
+        save_json(record, self.run_dir / run_folder.TRAINING_DATA)
+
     def _pretrain_vae(self, vae: AutoencoderKL) -> None:
+        """Pre-train on the main process, checkpointing every tenth of the steps."""
         recipe = self.recipe.vae_pretrain
-        samples = TrainingSamples(self.train_split, self._sample_settings(recipe.crop))
-        order = BatchOrder(len(samples), recipe.batch_size, 0, 1, self.recipe.seed + 1)
         device = self.accelerator.device
-        loader = DataLoader(samples, batch_sampler=order, collate_fn=collate)
         vae.to(device)
+        optimizer, schedule = vae_optimizer(vae, recipe)
+        latest = run_folder.latest_vae_checkpoint(self.run_dir)
+        start = run_folder.checkpoint_step(latest) if latest else 0
+        every = max(1, recipe.steps // 10)
+        samples = TrainingSamples(self.train_split, self._sample_settings(recipe.crop))
+        order = BatchOrder(len(samples), recipe.batch_size, 0, 1, self.recipe.seed + 1, start)
+        # Starting the loader draws from the global random generator, so it comes before
+        # the checkpoint restores that generator's state, as it came before step 1.
+        batches = iter(DataLoader(samples, batch_sampler=order, collate_fn=collate))
+        if latest is not None:
+            checkpoints.load_vae_checkpoint(latest, vae, optimizer, schedule)
+            console.print(f"Resuming VAE pre-training at step {start} of {recipe.steps}")
         with _progress() as progress:
-            task = progress.add_task("VAE pre-training", total=recipe.steps, loss=float("nan"))
+            task = progress.add_task(
+                "VAE pre-training", total=recipe.steps, completed=start, loss=float("nan")
+            )
+
+            def on_step(step: int, loss: float) -> None:
+                progress.update(task, completed=step, loss=loss)
+                if step % every == 0 and step < recipe.steps:
+                    final = run_folder.vae_checkpoint_dir(self.run_dir, step)
+                    temporary = run_folder.staging_dir(final, fresh=True)
+                    checkpoints.write_vae_checkpoint(temporary, vae, optimizer, schedule, step)
+                    run_folder.publish_checkpoint(temporary, final, keep=1)
+
             scaling = pretrain_vae(
                 vae,
-                (batch.to(device) for batch in loader),
+                (batch.to(device) for batch in batches),
                 recipe,
-                on_step=lambda step, loss: progress.update(task, completed=step, loss=loss),
+                optimizer,
+                schedule,
+                start_step=start,
+                on_step=on_step,
             )
         console.print(f"VAE pre-trained; latent scaling factor {scaling:.4f}")
 
@@ -328,10 +378,14 @@ class Trainer:
                 "ema_step": step.ema.optimization_step if step.ema is not None else None,
                 "weights_sha256": fingerprints,
             }
-            with self._inference_weights():
-                checkpoints.write_checkpoint(
-                    temporary, self._pipeline(), step.optimizer, step.lr_scheduler, raw, info
-                )
+            try:
+                with self._inference_weights():
+                    checkpoints.write_checkpoint(
+                        temporary, self._pipeline(), step.optimizer, step.lr_scheduler, raw, info
+                    )
+            except DiskFullError:
+                shutil.rmtree(temporary, ignore_errors=True)  # gives back the space it took
+                raise
         self.accelerator.wait_for_everyone()
         if self.is_main:
             run_folder.publish_checkpoint(temporary, final, self.recipe.train.checkpoint_limit)

@@ -27,22 +27,33 @@ def vae_loss(vae: AutoencoderKL, batch: Batch, recipe: VaePretrainRecipe) -> tor
     return reconstruction + recipe.kl_weight * posterior.kl().mean()
 
 
-def pretrain_vae(
-    vae: AutoencoderKL,
-    batches,
-    recipe: VaePretrainRecipe,
-    on_step=None,
-) -> float:
-    """Train ``vae`` for ``recipe.steps`` batches, then freeze it with a unit-variance
-    scaling factor. ``batches`` yields Batch objects; ``on_step(step, loss)`` reports progress.
-    Returns the scaling factor."""
-    vae.train().requires_grad_(True)
+def vae_optimizer(
+    vae: AutoencoderKL, recipe: VaePretrainRecipe
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with a cosine schedule (a tenth of the steps of warm-up)."""
     optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.lr, weight_decay=0.0)
     schedule = get_scheduler(
         "cosine", optimizer, num_warmup_steps=recipe.steps // 10, num_training_steps=recipe.steps
     )
+    return optimizer, schedule
+
+
+def pretrain_vae(
+    vae: AutoencoderKL,
+    batches,
+    recipe: VaePretrainRecipe,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    start_step: int = 0,
+    on_step=None,
+) -> float:
+    """Train ``vae`` from ``start_step`` to ``recipe.steps``, then freeze it with a
+    unit-variance scaling factor. ``batches`` yields Batch objects from ``start_step`` on;
+    ``on_step(step, loss)`` runs after each step (progress, checkpoints). Returns the scaling
+    factor."""
+    vae.train().requires_grad_(True)
     iterator = iter(batches)
-    for step in range(recipe.steps):
+    for step in range(start_step, recipe.steps):
         loss = vae_loss(vae, next(iterator), recipe)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -405,3 +405,27 @@ def test_more_bad_arguments_exit_2(tmp_path, shapes_data, args, message):
     args = [arg.format(file=tmp_path / "file") for arg in args]
     result = run_eval(*args, "--data", shapes_data, "--predictions", predictions)
     assert_clean_error(result, message)
+
+
+def test_a_rerun_into_the_same_output_removes_stale_temporaries(
+    tmp_path, shapes_data, stale_temporary
+):
+    predictions = write_predictions(tmp_path / "pred", PRED)
+    out = tmp_path / "out"
+    leftovers = [stale_temporary(out, "metrics.json"), stale_temporary(out / "samples", "00_a.png")]
+    result = run_eval("shapes", "--data", shapes_data, "--predictions", predictions, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert not any(path.exists() for path in leftovers)
+    assert not [p for p in out.rglob(".*")]
+
+
+def test_disk_full_while_writing_the_report_exits_2(tmp_path, shapes_data, full_disk):
+    import errno
+
+    predictions = write_predictions(tmp_path / "pred", PRED)
+    out = tmp_path / "out"
+    full_disk("confusion", errno.EDQUOT)
+    result = run_eval("shapes", "--data", shapes_data, "--predictions", predictions, "-o", out)
+    assert_clean_error(result, f"disk full at {out / 'confusion.png'}")
+    assert json.loads((out / "metrics.json").read_text())["images"] == 2  # kept
+    assert not [p for p in out.rglob(".*")]

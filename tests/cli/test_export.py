@@ -117,3 +117,53 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(
     _assert_clean_error(_export(model, "--out", out, *extra), message, exit_code=exit_code)
     assert sorted(path.name for path in tmp_path.iterdir()) == before
     assert (tmp_path / "model" / "model_index.json").is_file()
+
+
+def test_disk_full_keeps_the_old_export_and_exits_2(tmp_path, tiny_model_dir, monkeypatch):
+    import safetensors.torch
+
+    out = tmp_path / "out"
+    assert _export(tiny_model_dir, "--out", out).exit_code == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+
+    def full(*args, **kwargs):  # safetensors' words for ENOSPC
+        raise RuntimeError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    result = _export(tiny_model_dir, "--out", out, "--overwrite")
+    _assert_clean_error(result)
+    assert f"disk full at {out}" in " ".join(result.output.split())
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_checkpoint_removed_while_reading_asks_to_retry(tmp_path, tiny_model_dir, monkeypatch):
+    """Exporting a run that is still training: its trainer may prune the checkpoint picked."""
+    from segdiff import run_folder
+    from segdiff.model.pipeline import SegDiffPipeline
+    from segdiff.training import checkpoints
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("name: tiny\n")
+    pipe = SegDiffPipeline.from_pretrained(tiny_model_dir)
+    checkpoints.save_frozen(run, pipe.components)
+    final = run_folder.checkpoint_dir(run, 2)
+    staging = run_folder.staging_dir(final, fresh=True)
+    checkpoints.write_trainable(staging, pipe)
+    (staging / run_folder.CHECKPOINT_INFO).write_text('{"step": 2}')
+    run_folder.publish_checkpoint(staging, final, keep=1)
+    original = checkpoints.load_trainable
+
+    def pruned_meanwhile(checkpoint):
+        shutil.rmtree(checkpoint)  # the trainer published a newer one and pruned this
+        return original(checkpoint)
+
+    monkeypatch.setattr(checkpoints, "load_trainable", pruned_meanwhile)
+    result = _export(run, "--out", tmp_path / "out")
+    _assert_clean_error(result)
+    said = " ".join(result.output.split())
+    assert "was removed while reading it" in said and "retry" in said
+    assert "huggingface" not in said.lower()

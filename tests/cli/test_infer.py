@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from segdiff import run_folder
 from segdiff.cli import app
 from segdiff.model import BUNDLED_MODEL_DIR
+from segdiff.model.pipeline import CUSTOM_PIPELINE_MODULE, CUSTOM_PIPELINE_TEXT
 from segdiff.recipes import Recipe, save_recipe
 from segdiff.training import checkpoints
 
@@ -37,7 +38,7 @@ def _assert_clean_error(result, *fragments):
         assert fragment in result.output
 
 
-def test_writes_the_four_outputs(tmp_path, tiny_model_dir):
+def test_writes_labels_overlay_uncertainty_and_json(tmp_path, tiny_model_dir):
     image = _write_image(tmp_path / "photo.png")
     out = tmp_path / "out"
     result = _infer(
@@ -48,6 +49,7 @@ def test_writes_the_four_outputs(tmp_path, tiny_model_dir):
     assert labels.shape == (30, 40) and labels.dtype == np.uint8
     assert set(np.unique(labels)) <= {0, 1, 2, 255}
     assert Image.open(out / "photo_uncertainty.png").size == (40, 30)
+    assert Image.open(out / "photo_uncertainty_color.png").mode == "RGB"
     overlay = Image.open(out / "photo_overlay.png")
     assert overlay.height >= 30 and overlay.width > 40  # image plus legend
     record = json.loads((out / "photo.json").read_text())
@@ -246,7 +248,8 @@ def test_a_name_that_is_not_utf8_skips_only_that_file(tmp_path, tiny_model_dir):
         assert "not valid UTF-8" in result.output
         assert (out / "good.json").is_file()
     assert sorted(p.name for p in out.iterdir()) == [
-        "good.json", "good_labels.png", "good_overlay.png", "good_uncertainty.png"
+        "good.json", "good_labels.png", "good_overlay.png", "good_uncertainty.png",
+        "good_uncertainty_color.png",
     ]  # fmt: skip
 
 
@@ -372,6 +375,18 @@ MODEL_DAMAGE = {
         lambda m: (m / "cam" / "modeling_cam.py").write_text("import os"),
         "holds Python files (cam/modeling_cam.py)",
     ),
+    "pipeline-file-changed": (
+        lambda m: (m / "pipeline_segdiff.py").write_text(CUSTOM_PIPELINE_TEXT + "import os\n"),
+        "holds Python files (pipeline_segdiff.py)",
+    ),
+    "pipeline-file-nested": (
+        lambda m: (m / "cam" / "pipeline_segdiff.py").write_text(CUSTOM_PIPELINE_TEXT),
+        "holds Python files (cam/pipeline_segdiff.py)",
+    ),
+    "class-name-list": (
+        lambda m: _edit_json(m / "model_index.json", lambda d: d.update(_class_name=["os", "x"])),
+        "not a segdiff model",
+    ),
     "truncated-weights": (
         lambda m: _truncate(m / "unet" / "diffusion_pytorch_model.safetensors"),
         "is not a complete safetensors file",
@@ -418,6 +433,22 @@ def test_a_model_folder_is_checked_as_data(tmp_path, tiny_model_dir, damage):
     _assert_clean_error(result, message)
 
 
+def test_the_pipeline_file_of_an_export_is_accepted_as_written(tmp_path, tiny_model_dir):
+    """An export names its pipeline ["pipeline_segdiff", "SegDiffPipeline"] and ships
+    pipeline_segdiff.py for diffusers' own loader: segdiff loads it without running it."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    _edit_json(
+        model / "model_index.json",
+        lambda d: d.update(_class_name=[CUSTOM_PIPELINE_MODULE, "SegDiffPipeline"]),
+    )
+    (model / f"{CUSTOM_PIPELINE_MODULE}.py").write_text(CUSTOM_PIPELINE_TEXT)
+    image = _write_image(tmp_path / "a.png")
+    result = _infer(image, "-c", "a,b", "--model", model, "-o", tmp_path / "o", *FAST)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o" / "a_labels.png").is_file()
+
+
 def test_a_checkpoint_or_a_run_works_as_model(tmp_path, tiny_pipeline):
     run = tmp_path / "run"
     save_recipe(Recipe(name="tiny"), run / run_folder.RECIPE)
@@ -435,3 +466,77 @@ def test_a_checkpoint_or_a_run_works_as_model(tmp_path, tiny_pipeline):
         assert f"Loading the training checkpoint {checkpoint}" in result.output.replace("\n", "")
         outputs[name] = np.asarray(Image.open(out / "a_labels.png"))
     assert np.array_equal(outputs["checkpoint"], outputs["run"])
+
+
+def test_leftover_temporaries_are_no_inputs_and_the_output_is_cleaned(
+    tmp_path, tiny_model_dir, stale_temporary
+):
+    """A 0-byte temporary left by a killed run in a folder of images is ignored (it used to
+    fail the run with exit 2), and the stale temporaries in --output are removed."""
+    images = tmp_path / "images"
+    images.mkdir()
+    _write_image(images / "a.png")
+    stale_temporary(images, "b_overlay.png")
+    (images / ".thumbnails").mkdir()
+    _write_image(images / ".thumbnails" / "c.png")
+    out = tmp_path / "out"
+    leftover = stale_temporary(out, "a_labels.png")
+    result = _infer(images, "-c", "a,b", "--model", tiny_model_dir, "-o", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 images segmented" in result.output
+    assert not leftover.exists()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.json", "a_labels.png", "a_overlay.png", "a_uncertainty.png", "a_uncertainty_color.png"
+    ]  # fmt: skip
+
+
+def test_disk_full_stops_with_exit_2_and_keeps_what_was_written(
+    tmp_path, tiny_model_dir, full_disk
+):
+    images = tmp_path / "images"
+    images.mkdir()
+    for stem in ("a", "b", "c"):
+        _write_image(images / f"{stem}.png")
+    out = tmp_path / "out"
+    full_disk(".b_")
+    result = _infer(images, "-c", "a,b", "--model", tiny_model_dir, "-o", out, *FAST)
+    _assert_clean_error(result, "disk full at")
+    assert f"diskfullat{out / 'b_labels.png'}" in "".join(result.output.split())
+    assert (out / "a.json").is_file() and not (out / "c.json").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_one_member_measures_no_uncertainty_and_says_so(tmp_path, tiny_model_dir):
+    image = _write_image(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert _infer(image, "-c", "a,b", "--model", tiny_model_dir, "-o", out, *FAST).exit_code == 0
+    assert (out / "a_uncertainty.png").is_file()
+    one = ["--ensemble-size", "1", "--denoise-steps", "1", "--seed", "0"]
+    result = _infer(image, "-c", "a,b", "--model", tiny_model_dir, "-o", out, *one)
+    assert result.exit_code == 0, result.output
+    assert "with one ensemble member uncertainty is not measured" in " ".join(result.output.split())
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a_labels.png", "a_overlay.png"]
+    record = json.loads((out / "a.json").read_text())
+    assert record["mean_uncertainty"] is None and record["uncertainty"].startswith("not measured")
+
+
+def test_skip_existing_needs_the_pictures_its_settings_give(tmp_path, tiny_model_dir):
+    """One member writes no uncertainty maps, and its record still counts as done; a record
+    whose pictures are incomplete (one deleted) is segmented again."""
+    image = _write_image(tmp_path / "a.png")
+    out = tmp_path / "out"
+    one = ["--ensemble-size", "1", "--denoise-steps", "1", "--seed", "0"]
+    for settings in (one, FAST):
+        args = [image, "-c", "a,b", "--model", tiny_model_dir, "-o", out, *settings]
+        assert _infer(*args).exit_code == 0
+        result = _infer(*args, "--skip-existing")
+        assert result.exit_code == 0, result.output
+        assert "1 done earlier with the same settings were skipped" in " ".join(
+            result.output.split()
+        )
+    (out / "a_uncertainty_color.png").unlink()
+    result = _infer(*args, "--skip-existing")
+    assert "1 done with other classes or settings, or incomplete, were segmented again" in (
+        " ".join(result.output.split())
+    )
+    assert (out / "a_uncertainty_color.png").is_file()

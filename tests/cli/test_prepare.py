@@ -173,3 +173,81 @@ def test_a_decompression_bomb_is_reported_and_skipped(ade_root, tmp_path, png_he
     result = _prepare("ade20k", ade_root, "-o", tmp_path / "out", "--workers", "1")
     _assert_clean_error(result, "Skipped 1 image", "178,956,970", "SEGDIFF_MAX_IMAGE_PIXELS")
     _assert_ade_ground_truth(tmp_path / "out", 4)
+
+
+def _start_prepare(out, *extra):
+    """``segdiff prepare shapes`` with 2 workers in its own process group (as a terminal runs
+    it), once it has written some masks. Large images: each worker takes its tasks in chunks
+    of 16, seconds of work it would finish after the main process died."""
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "segdiff", "prepare", "shapes", "--out", str(out),
+               "--train-size", "400", "--val-size", "1", "--size", "1024", "--workers", "2",
+               *extra]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)  # fmt: skip
+    masks = out / "train" / "masks"
+    deadline = time.monotonic() + 120
+    while not (masks.is_dir() and len(list(masks.iterdir())) > 4):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "prepare wrote no masks in 2 minutes"
+        time.sleep(0.05)
+    return process
+
+
+def test_ctrl_c_stops_the_workers_quietly_and_says_how_to_continue(tmp_path):
+    import signal
+
+    process = _start_prepare(tmp_path / "out")
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "ForkPoolWorker" not in stderr and "Traceback" not in stderr
+    assert "Interrupted. The images finished so far are kept: run the same command again" in (
+        " ".join(stderr.split())
+    )
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads children from /proc")
+def test_killing_prepare_kills_its_workers_at_once(tmp_path):
+    import contextlib
+    import signal
+    import time
+    from pathlib import Path
+
+    process = _start_prepare(tmp_path / "out")
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    assert len(children) == 2  # the two pool workers
+    process.kill()
+    process.wait()
+
+    def running(pid: str) -> bool:  # a dead worker may linger as a zombie until reaped
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 1.0
+    try:
+        while any(running(pid) for pid in children):
+            assert time.monotonic() < deadline, "pool workers outlived the killed main process"
+            time.sleep(0.01)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the group
+
+
+def test_disk_full_is_exit_2_and_the_same_command_continues(tmp_path, full_disk, monkeypatch):
+    out = tmp_path / "out"
+    full_disk("000003")
+    result = _prepare("shapes", "--out", out, *SHAPES_SMALL)
+    _assert_clean_error(result, "disk full at", "run the same command again")
+    kept = sorted(p.name for p in (out / "train" / "masks").iterdir())
+    assert kept == ["000000.png", "000001.png", "000002.png"]
+    monkeypatch.undo()
+    result = _prepare("shapes", "--out", out, *SHAPES_SMALL)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "meta.json").read_text())["splits"] == {"train": 5, "val": 3}

@@ -69,7 +69,7 @@ def test_run_folders_are_numbered(tmp_path, monkeypatch):
     Path("runs/train/r").mkdir(parents=True)
     Path("runs/train/r-2").mkdir()
     assert resolve_run("r", None, None) == (Path("runs/train/r-3"), None)
-    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model").mkdir(parents=True)
     (tmp_path / "out" / "recipe.yaml").write_text("{}")
     with pytest.raises(SegDiffInputError, match="already holds a training run"):
         resolve_run("r", tmp_path / "out", None)
@@ -206,3 +206,56 @@ def test_masks_off_their_levels_stop_training(shapes_root, tmp_path):
         app, ["train", RECIPE, f"data.root={data}", *FAST, "-o", str(tmp_path / "r")]
     )
     assert_input_error(result, "have gray values off the levels of its")
+
+
+def test_ctrl_c_before_the_first_checkpoint_is_no_dead_end(shapes_root, tmp_path, monkeypatch):
+    """Interrupted before any checkpoint, a run says how to continue; the same command, with
+    or without --resume latest, then continues it (it used to refuse both ways)."""
+    from segdiff.training import checkpoints
+
+    run = tmp_path / "run"
+    args = ["train", RECIPE, f"data.root={shapes_root}", *FAST, "--output", str(run)]
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(checkpoints, "write_checkpoint", ctrl_c)
+        result = runner.invoke(app, args)
+        assert result.exit_code == 130, result.output
+        said = " ".join(result.output.split())
+        assert "Interrupted. Continue the run with: segdiff train" in said
+        assert f"--output {run} --resume latest" in said
+        assert "Traceback" not in result.output
+        result = runner.invoke(app, args)  # the same command again, interrupted again
+        assert result.exit_code == 130, result.output
+    result = runner.invoke(app, [*args, "--resume", "latest"])
+    assert result.exit_code == 0, result.output
+    assert (run / "model" / "model_index.json").is_file()
+    assert not list(run.rglob(".tmp-*"))
+
+
+def test_disk_full_while_checkpointing_keeps_the_run(shapes_root, tmp_path, monkeypatch):
+    """torch.save's way of saying ENOSPC ("unexpected pos"): exit 2 naming the place, the
+    earlier checkpoint kept, the partial one removed, and the run resumes."""
+    import torch
+
+    run = tmp_path / "run"
+    args = ["train", RECIPE, f"data.root={shapes_root}", *FAST, "--output", str(run)]
+    original = torch.save
+
+    def full_at_step_2(obj, path, *rest, **kwargs):
+        if "step-00000002" in str(path):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576")
+        return original(obj, path, *rest, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(torch, "save", full_at_step_2)
+        result = runner.invoke(app, args)
+    assert_input_error(result, "disk full at")
+    assert f"--output {run} --resume latest" in " ".join(result.output.split())
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000001"]
+    result = runner.invoke(app, [*args, "--resume", "latest"])
+    assert result.exit_code == 0, result.output
+    assert "Resuming from" in result.output
+    assert not list(run.rglob(".tmp-*"))

@@ -176,3 +176,44 @@ def test_two_workers_write_what_one_writes(tmp_path):
     assert (serial / "text.json").read_text() == (parallel / "text.json").read_text()
     for mask in sorted((serial / "masks").iterdir()):
         assert mask.read_bytes() == (parallel / "masks" / mask.name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "name", ["../evil", "/abs/evil", "a/b", "a\\b", "..", ".", "", ".hidden", "x" * 201, "a\0b"]
+)
+def test_an_id_that_is_not_a_plain_file_stem_is_skipped_for_any_converter(tmp_path, name):
+    jobs = [Job("ok", partial(_read, np.zeros((12, 16, 3), np.uint8), 0)), Job(name, _must_not_run)]
+    summary = _writer(tmp_path / "out").write_split("val", jobs)
+    assert summary.images == 1 and [n for n, _ in summary.failures] == [name]
+    written = {p.name for p in tmp_path.rglob("*") if p.is_file()}
+    assert written == {"ok.png", "meta.json", "text.json", "img_list.txt", "gt_list.txt",
+                       ".journal.jsonl"}  # fmt: skip
+
+
+def test_a_rerun_removes_the_temporaries_a_killed_run_left(tmp_path, stale_temporary):
+    """A worker killed mid-write leaves a hidden temporary; the next run deletes it, and a
+    temporary of a process still running is left alone."""
+    jobs = [Job(f"id{i}", partial(_read, np.zeros((12, 16, 3), np.uint8), i)) for i in range(2)]
+    _writer(tmp_path / "out").write_split("val", jobs[:1])
+    masks = tmp_path / "out" / "val" / "masks"
+    stale = stale_temporary(masks, "id1.png")  # a 0-byte leftover
+    alive = masks / f".id9.png.segdiff-tmp-{os.getpid()}-00c0ffee.png"
+    alive.write_bytes(b"")
+    _writer(tmp_path / "out").write_split("val", jobs)
+    assert not stale.exists() and alive.exists()
+    assert open_prepared(tmp_path / "out", "val").image_names == ["id0.png", "id1.png"]
+
+
+def test_disk_full_stops_the_run_and_keeps_the_finished_images(tmp_path, monkeypatch, full_disk):
+    from segdiff.errors import DiskFullError
+
+    jobs = [Job(f"id{i}", partial(_read, np.zeros((12, 16, 3), np.uint8), i)) for i in range(4)]
+    with pytest.raises(DiskFullError, match="disk full at .*id2.png"):
+        full_disk("id2")  # two images and their masks fit
+        _writer(tmp_path / "out").write_split("val", jobs)
+    monkeypatch.undo()
+    split = tmp_path / "out" / "val"
+    assert len((split / ".journal.jsonl").read_text().splitlines()) == 2
+    summary = _writer(tmp_path / "out").write_split("val", jobs)
+    assert (summary.resumed, summary.written, summary.images) == (2, 2, 4)
+    assert not [p for p in split.rglob(".*") if p.name != ".journal.jsonl"]

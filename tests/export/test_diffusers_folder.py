@@ -69,3 +69,79 @@ def test_a_checkpoint_exports_without_training_state_and_with_its_records(traini
     assert exported.unet.dtype == torch.bfloat16
     expected = SegDiffPipeline.from_pretrained(out).unet.conv_out.bias
     assert torch.equal(exported.unet.conv_out.bias, expected.to(torch.bfloat16))
+
+
+def test_an_export_holds_no_path_of_the_exporting_machine(training_run, prepared_meta, tmp_path):
+    """Not in the card, in any component's `_name_or_path`, nor in the recipe's data.root."""
+    out = tmp_path / "out"
+    export_diffusers(training_run, out)
+    machine = [str(training_run.parent), str(tmp_path), str(training_run.resolve().parent)]
+    for path in out.rglob("*"):
+        if path.suffix in (".json", ".md", ".yaml", ".py"):
+            text = path.read_text()
+            assert not any(folder in text for folder in machine), path
+            assert "_name_or_path" not in text, path
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["data"]["root"] == prepared_meta.name
+
+
+def test_the_bundled_model_card_tells_how_it_was_made(tmp_path):
+    from segdiff.model import default_model_path
+
+    out = tmp_path / "tiny"
+    export_diffusers(default_model_path(), out)
+    card = " ".join((out / "README.md").read_text().split())
+    assert "Stable Diffusion" not in card.split("## License")[0]
+    assert "trained from scratch (no pretrained weights)" in card
+    assert "Training data: shapes (benchmark shapes), split train, 2000 images" in card
+    assert "segdiff prepare shapes` (seed 0, 64 px images)" in card
+    assert "Trained on 7 classes" in card and "| mIoU | 16.73 |" in card
+    assert "not recorded" not in card and "not listed" not in card
+    assert "model folder `tiny-shapes`" in card and "base_model" not in card
+
+
+RECEIVER = """
+import sys
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+folder = sys.argv[1]
+try:
+    DiffusionPipeline.from_pretrained(folder)
+except ValueError as err:
+    print("REFUSED:", " ".join(str(err).split()))
+assert "segdiff" not in sys.modules  # nothing of the folder ran
+pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+pipe.set_progress_bar_config(disable=True)
+image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 40, 3), np.uint8))
+labels = pipe(image, ["sky", "tree", "road"], num_inference_steps=1, ensemble_size=1,
+              generator=torch.Generator().manual_seed(0)).labels[0]
+np.save(sys.argv[2], labels)
+print("LOADED:", type(pipe).__name__)
+"""
+
+
+def test_diffusers_alone_loads_an_export_only_when_asked_to_run_its_file(
+    fp16_export, source_labels, tmp_path
+):
+    """The receiving side: a script that imports diffusers, never segdiff."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "receiver.py"
+    script.write_text(RECEIVER)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "HF_MODULES_CACHE": str(tmp_path / "modules")}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(script), str(fp16_export), str(tmp_path / "labels.npy")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "REFUSED:" in done.stdout and "trust_remote_code=True" in done.stdout
+    assert "LOADED: SegDiffPipeline" in done.stdout
+    assert np.array_equal(np.load(tmp_path / "labels.npy"), source_labels)
+    # SegDiffPipeline itself loads the export as it is, without running the file
+    assert type(SegDiffPipeline.from_pretrained(fp16_export)) is SegDiffPipeline

@@ -33,7 +33,7 @@ def test_card_of_a_fine_tuned_stable_diffusion_run(tiny_pipeline, tmp_path, prep
         "data": {"root": str(prepared_meta), "resolution": 512},
         "train": {"steps": 20000, "ema": {"enabled": True}},
     }
-    metrics = {"mIoU": 45.678, "pixel_accuracy": 80.0, "per_class": {"circle": 12.5}}
+    metrics = {"mIoU": 45.678, "pixel_accuracy": 80.0, "per_class": {"circle": 12.5, "x": None}}
     source = _source(tmp_path, recipe, metrics)
     card = model_card(tiny_pipeline, source, "diffusers", ["fp32"], TrainingRecord.read(source))
     meta = _front_matter(card)
@@ -42,6 +42,7 @@ def test_card_of_a_fine_tuned_stable_diffusion_run(tiny_pipeline, tmp_path, prep
     assert "CreativeML Open RAIL++-M" in card
     assert "Trained on 3 classes" in card and "background, circle, square" in card
     assert "| mIoU | 45.68 |" in card and "| circle | 12.50 |" in card
+    assert "| x | no ground truth |" in card  # a class absent from the validation images
     assert "- EMA weights: True" in card and "- Crop resolution: 512" in card
     assert "segdiff infer photo.jpg" in card and "SegDiffPipeline.from_pretrained" in card
     assert "variant=" not in card  # fp32 only

@@ -141,3 +141,57 @@ def test_bf16_and_a_missing_onnxruntime_are_clear_errors(tiny_model_dir, tmp_pat
     with pytest.raises(SegDiffInputError, match=r"pip install segdiff\[onnx\]"):
         export_onnx(tiny_model_dir, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_axis_is_a_number_or_a_named_dimension(onnx_dir):
+    """The VAE latent's channel axis used to come out as the made-up name 'Mullatent_dim_1'."""
+    description = json.loads((onnx_dir / "segdiff_onnx.json").read_text())
+    named = {"batch", "classes", "height", "width", "latent_height", "latent_width",
+             "timestep_batch"}  # fmt: skip
+    for graph in description["graphs"].values():
+        for spec in graph["inputs"] + graph["outputs"]:
+            for dim in spec["shape"]:
+                assert isinstance(dim, int) or dim in named, (spec["name"], dim)
+    latent = description["graphs"]["vae_encoder"]["outputs"][0]
+    assert latent["shape"] == ["batch", 4, "latent_height", "latent_width"]
+
+
+def test_sides_off_the_latent_multiple_are_refused_by_the_graphs(onnx_dir, tiny_pipeline):
+    multiple = json.loads((onnx_dir / "segdiff_onnx.json").read_text())["pipeline"][
+        "latent_multiple"
+    ]
+    encoder = onnxruntime.InferenceSession(str(onnx_dir / "vae_encoder.onnx"))
+    good = np.zeros((1, 3, multiple, 2 * multiple), np.float32)
+    assert encoder.run(None, {"image": good})[0].shape[1] == 4
+    for height, width in ((multiple + 1, multiple), (multiple, 3 * multiple // 2)):
+        bad = np.zeros((1, 3, height, width), np.float32)
+        with pytest.raises(Exception, match=f"image_sides_must_be_multiples_of_{multiple}"):
+            encoder.run(None, {"image": bad})
+    unet = onnxruntime.InferenceSession(str(onnx_dir / "unet.onnx"))
+    unit = multiple // tiny_pipeline.vae_scale_factor
+    feed = {
+        "sample": np.zeros((1, 8, unit + 1, unit), np.float32),
+        "timestep": np.array([1], np.int64),
+        "encoder_hidden_states": np.zeros(
+            (1, 2, tiny_pipeline.unet.config.cross_attention_dim), np.float32
+        ),  # fmt: skip
+        "encoder_attention_mask": np.ones((1, 2), bool),
+    }
+    with pytest.raises(Exception, match=f"latent_sides_must_be_multiples_of_{unit}"):
+        unet.run(None, feed)
+
+
+def test_infer_on_an_onnx_folder_says_it_needs_the_diffusers_export(onnx_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from segdiff.cli import app
+
+    image = tmp_path / "a.png"
+    Image.new("RGB", (40, 30)).save(image)
+    result = CliRunner().invoke(
+        app, ["infer", str(image), "-c", "a,b", "--model", str(onnx_dir), "-o", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "is an ONNX export" in said and "--format diffusers" in said
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()

@@ -72,3 +72,41 @@ def test_bad_outputs_are_refused_before_anything_is_written(tmp_path, case, mess
         pytest.fail("must not be reached")
     assert _leftovers(tmp_path) == []
     assert (tmp_path / "full" / "x").is_file() and source.is_dir()
+
+
+KILLED_BETWEEN_THE_RENAMES = """
+import os, signal, sys
+from pathlib import Path
+from segdiff.export import staging
+
+out = Path(sys.argv[1])
+renames = []
+original = os.rename
+
+def rename(src, dst):
+    renames.append(dst)
+    if len(renames) == 2:  # the old folder is aside, the new one not yet in place
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(src, dst)
+
+staging.os.rename = rename
+with staging.staged_output(out, overwrite=True) as folder:
+    (folder / "new.txt").write_text("new")
+"""
+
+
+def test_killed_between_the_two_renames_the_next_export_restores_the_old_folder(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    done = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_THE_RENAMES, str(out)])
+    assert done.returncode == -9
+    assert not out.exists()  # the moment the issue describes
+    assert len(_leftovers(tmp_path)) == 2  # the old folder aside, the new one staged
+    with pytest.raises(SegDiffInputError, match="pass --overwrite"), staged_output(out):
+        pytest.fail("the old folder was not put back")
+    assert [p.name for p in out.iterdir()] == ["old.txt"]  # put back before anything else
+    assert _leftovers(tmp_path) == []  # and the staged folder of the killed export cleared

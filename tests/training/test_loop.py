@@ -139,3 +139,86 @@ def test_every_schedule_warms_up_then_follows_its_shape(fast_recipe, schedule):
         assert rates[4:] == pytest.approx([1.0] * 8)
     else:
         assert all(a > b for a, b in zip(rates[4:], rates[5:], strict=False))
+
+
+def frozen_vae(run) -> dict[str, torch.Tensor]:
+    return load_file(run / "frozen" / "vae" / "diffusion_pytorch_model.safetensors")
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def killed_at(monkeypatch, module, name: str, when) -> None:
+    """Make ``module.name`` raise KeyboardInterrupt (Ctrl-C, or a kill) when ``when(*args)``."""
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        if when(*args):
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(fast_recipe, tmp_path_factory):
+    run = tmp_path_factory.mktemp("whole") / "run"
+    train(fast_recipe(**{"vae_pretrain.steps": "10", "validation.num_images": "0"}), run)
+    return run
+
+
+def test_killed_during_vae_pretraining_resumes_at_its_checkpoint(
+    fast_recipe, uninterrupted_run, tmp_path, monkeypatch, capsys
+):
+    """VAE pre-training checkpoints every tenth of its steps; a restarted run resumes there
+    and ends with the weights of a run that never stopped."""
+    recipe = fast_recipe(**{"vae_pretrain.steps": "10", "validation.num_images": "0"})
+    run = tmp_path / "run"
+    with monkeypatch.context() as patched:
+        killed_at(patched, checkpoints, "write_vae_checkpoint", lambda *a: a[-1] == 7)
+        with pytest.raises(KeyboardInterrupt):
+            train(recipe, run)
+    assert run_folder.latest_vae_checkpoint(run).name == "step-00000006"
+    assert run_folder.resolve_run("tiny-shapes", run, None) == (run, None)
+    train(recipe, run)
+    assert "Resuming VAE pre-training at step 6 of 10" in capsys.readouterr().err
+    assert same_weights(frozen_vae(run), frozen_vae(uninterrupted_run))
+    assert same_weights(
+        trained_weights(run / "model"), trained_weights(uninterrupted_run / "model")
+    )
+    assert not (run / "vae_pretrain").exists()  # done with once RUN/frozen is written
+    assert not [p for p in run.rglob(".*") if p.name != ".journal.jsonl"]
+
+
+def test_killed_before_the_first_checkpoint_reuses_the_pretrained_vae(
+    fast_recipe, uninterrupted_run, tmp_path, monkeypatch, capsys
+):
+    """Killed once RUN/frozen is written, before VAE pre-training's checkpoints are gone."""
+    recipe = fast_recipe(**{"vae_pretrain.steps": "10", "validation.num_images": "0"})
+    run = tmp_path / "run"
+    with monkeypatch.context() as patched:
+        killed_at(patched, run_folder, "delete_vae_checkpoints", lambda *a: True)
+        with pytest.raises(KeyboardInterrupt):
+            train(recipe, run)
+    assert (run / "frozen").is_dir() and (run / "vae_pretrain").is_dir()
+    assert not run_folder.list_checkpoints(run)
+    train(recipe, run)
+    assert "Reusing the frozen components" in capsys.readouterr().err
+    assert same_weights(
+        trained_weights(run / "model"), trained_weights(uninterrupted_run / "model")
+    )
+    assert not list(run.rglob(".tmp-*")) and not (run / "vae_pretrain").exists()
+
+
+def test_a_stopped_run_of_another_recipe_starts_over(fast_recipe, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    with monkeypatch.context() as patched:
+        killed_at(patched, checkpoints, "write_checkpoint", lambda *a: True)
+        with pytest.raises(KeyboardInterrupt):
+            train(fast_recipe(**{"validation.num_images": "0"}), run)
+    train(fast_recipe(**{"validation.num_images": "0", "vae_pretrain.lr": "1e-4"}), run)
+    assert "started with another recipe: starting it over" in " ".join(
+        capsys.readouterr().err.split()
+    )
+    assert "lr: 0.0001" in (run / "recipe.yaml").read_text()

@@ -4,19 +4,21 @@ Each image ``<id>.jpg`` has ``<id>_seg.png`` beside it, whose pixel class is the
 index ``(R // 10) * 256 + G`` (0 = unlabeled), and ``<id>.json`` naming its objects.
 
 - ``ade847``: the 847 benchmark indices map to their train ids; every other index is ignored.
+  As in the preparation behind the published numbers (MaskFormer's, copied by CAT-Seg and
+  others), an image whose shorter side exceeds 512 is resized so that it is 512 (the other
+  side rounded), the image bilinearly and the labels by nearest neighbour; smaller images
+  are kept as they are.
 - ``raw`` (open-vocabulary training): the vocabulary is every whole-object class name found
   in the JSON files of both splits (field ``name`` of objects with ``part_level`` 0), ordered
   by class index; indices that share a name share a class. The scan reads every JSON once
-  per run.
-
-Images keep their source resolution; the published ADE-847 numbers are computed on images
-resized to a shorter side of 512 (docs/benchmarks.md).
+  per run. Images keep their source resolution.
 """
 
 import json
 from functools import cache, partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 from rich.progress import track
@@ -40,6 +42,8 @@ LAYOUT = (
 )
 SPLIT_FOLDERS = {"train": "training", "val": "validation"}
 RAW = "raw"
+SHORTER_SIDE = 512
+"""ADE-847's protocol: the shorter side of larger images is resized to this."""
 
 
 def find_jobs(root: Path, split: str, benchmark: str) -> list[Job]:
@@ -57,9 +61,16 @@ def find_jobs(root: Path, split: str, benchmark: str) -> list[Job]:
         if path.with_suffix(".json") in unnamed:
             read = partial(_no_names, path.with_suffix(".json"))
         else:  # one lookup array shared by all jobs: a pickled chunk of jobs holds it once
-            read = partial(read_sample, path, path.with_name(f"{path.stem}_seg.png"), lookup)
+            segmentation = path.with_name(f"{path.stem}_seg.png")
+            resize = benchmark != RAW
+            read = partial(read_sample, path, segmentation, lookup, resize)
         jobs.append(Job(path.stem, read))
     return jobs
+
+
+def options(benchmark: str) -> dict[str, int] | None:
+    """What meta.json records of the preparation: the resize of the benchmark's protocol."""
+    return None if benchmark == RAW else {"shorter_side": SHORTER_SIDE}
 
 
 def vocabulary(root: Path, benchmark: str) -> tuple[str, ...]:
@@ -69,10 +80,46 @@ def vocabulary(root: Path, benchmark: str) -> tuple[str, ...]:
     return get_vocabulary(benchmark).classes
 
 
-def read_sample(image: Path, annotation: Path, lookup: np.ndarray) -> Converted:
-    """``lookup``: full-ADE class index -> vocabulary id; its last entry catches the rest."""
+def read_sample(
+    image: Path, annotation: Path, lookup: np.ndarray, resize: bool = False
+) -> Converted:
+    """``lookup``: full-ADE class index -> vocabulary id; its last entry catches the rest.
+    ``resize``: to the protocol's size (`protocol_size`), when it differs."""
     class_map = read_class_map(annotation)
-    return Converted(labels=lookup[np.minimum(class_map, len(lookup) - 1)], image=image)
+    size = protocol_size(*class_map.shape) if resize else None
+    pixels: Path | np.ndarray = image
+    if size is not None:
+        pixels = _read_pixels(image)
+        if pixels.shape[:2] != class_map.shape:
+            raise SegDiffInputError(
+                f"annotation {annotation} is {class_map.shape[1]}x{class_map.shape[0]}, its "
+                f"image {image} {pixels.shape[1]}x{pixels.shape[0]}"
+            )
+        height, width = size
+        pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
+        class_map = cv2.resize(class_map, (width, height), interpolation=cv2.INTER_NEAREST)
+    return Converted(labels=lookup[np.minimum(class_map, len(lookup) - 1)], image=pixels)
+
+
+def protocol_size(height: int, width: int) -> tuple[int, int] | None:
+    """(height, width) ADE-847's protocol resizes an image to: the shorter side to
+    SHORTER_SIDE, the longer one in proportion, rounded; None when it stays as it is."""
+    if width >= height > SHORTER_SIDE:
+        return SHORTER_SIDE, round(width / height * SHORTER_SIDE)
+    if height >= width > SHORTER_SIDE:
+        return round(height / width * SHORTER_SIDE), SHORTER_SIDE
+    return None
+
+
+def _read_pixels(path: Path) -> np.ndarray:
+    """The stored RGB pixels of an image (no EXIF rotation: annotations follow the pixels)."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError as err:
+        raise SegDiffInputError(f"image not found: {path}") from err
+    except IMAGE_READ_ERRORS as err:
+        raise image_read_error(path, err) from err
 
 
 def read_class_map(path: Path) -> np.ndarray:
@@ -141,4 +188,5 @@ CONVERTER = Converter(
     benchmarks=("ade847", RAW),
     find_jobs=find_jobs,
     vocabulary=vocabulary,
+    options=options,
 )

@@ -4,6 +4,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -33,6 +34,9 @@ class Converter:
         get_vocabulary(benchmark).classes
     )
     """(root, benchmark) -> class names; only datasets with a data-defined vocabulary need it."""
+    options: Callable[[str], dict[str, Any] | None] = lambda benchmark: None
+    """benchmark -> how the preparation departs from the source data (e.g. a resize), recorded
+    in meta.json: a folder prepared otherwise is not resumed into."""
 
 
 def find_dataset_dir(

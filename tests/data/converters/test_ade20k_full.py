@@ -95,3 +95,43 @@ def test_raw_mode_names_every_whole_object_of_both_splits(tmp_path):
 def test_a_folder_without_the_release_names_the_layout(tmp_path):
     with pytest.raises(SegDiffInputError, match="ADE20K_2021_17_01/images/ADE"):
         ade20k_full.find_jobs(tmp_path, "val", "ade847")
+
+
+def test_ade847_follows_the_published_resolution_protocol(tmp_path):
+    """Shorter side above 512 -> 512 (other side rounded), image bilinear, labels nearest;
+    smaller images as they are (linked). The --benchmark raw keeps every size."""
+    from typer.testing import CliRunner
+
+    from segdiff.cli import app
+
+    scene = tmp_path / "ADE20K_2021_17_01" / "images" / "ADE" / "validation" / "home" / "room"
+    scene.mkdir(parents=True)
+    sizes = {"ADE_val_00000001": (1201, 800), "ADE_val_00000002": (600, 900),
+             "ADE_val_00000003": (500, 400)}  # (width, height)  # fmt: skip
+    for stem, (width, height) in sizes.items():
+        Image.new("RGB", (width, height), (200, 100, 50)).save(scene / f"{stem}.jpg")
+        class_map = np.full((height, width), 2978)
+        class_map[:, width // 2 :] = 312  # wall | building
+        _seg_png(class_map, scene / f"{stem}_seg.png")
+        (scene / f"{stem}.json").write_text(json.dumps({"annotation": {"object": []}}))
+    out = tmp_path / "out"
+    args = ["prepare", "ade20k-full", str(tmp_path), "--out", str(out), "--split", "val"]
+    result = CliRunner().invoke(app, [*args, "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["options"] == {"shorter_side": 512}
+    prepared = open_prepared(out, "val")
+    expected = {"ADE_val_00000001.png": (769, 512), "ADE_val_00000002.png": (512, 768),
+                "ADE_val_00000003.jpg": (500, 400)}  # fmt: skip
+    assert prepared.image_names == sorted(expected)
+    for name, (width, height) in expected.items():
+        with Image.open(prepared.image_path(name)) as image:
+            assert image.size == (width, height)
+            assert np.abs(np.asarray(image, int) - (200, 100, 50)).max() <= 3
+        labels = prepared.benchmark_labels(name)
+        assert labels.shape == (height, width)
+        assert (labels[:, : width // 2 - 1] == 0).all() and (labels[:, width // 2 + 1 :] == 1).all()
+    big = scene / "ADE_val_00000001.jpg"
+    lookup = np.zeros(4000, np.uint16)
+    assert ade20k_full.read_sample(big, big.with_name(f"{big.stem}_seg.png"), lookup).image == big
+    assert ade20k_full.options("raw") is None  # training data keeps its size

@@ -123,3 +123,29 @@ def test_val_falls_back_to_the_aug_copy_but_never_to_sbd(voc_root, tmp_path):
 def test_a_folder_without_voc_names_the_layout(tmp_path):
     with pytest.raises(SegDiffInputError, match="JPEGImages.*SegmentationClass"):
         voc.find_jobs(tmp_path, "val", "voc21")
+
+
+def test_split_list_ids_that_are_not_file_names_never_escape_the_output(voc_root, tmp_path):
+    """A crafted val.txt: ids with paths are reported and skipped; nothing is written (or
+    overwritten) outside --output."""
+    from typer.testing import CliRunner
+
+    from segdiff.cli import app
+
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"precious")
+    lists = voc_root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    crafted = ["2007_000003", "../../../evil", str(victim.with_suffix("")), "..", ".hidden", "a\\b"]
+    (lists / "val.txt").write_text("\n".join(crafted) + "\n")
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    out = tmp_path / "P" / "out"
+    args = ["prepare", "voc", str(voc_root), "--out", str(out), "--split", "val", "--workers", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output  # some images skipped
+    assert "Traceback" not in result.output
+    said = " ".join(result.output.split())
+    assert said.count("is not a plain file name") == 4 and "starts with a dot" in said
+    assert victim.read_bytes() == b"precious"
+    outside = [p for p in tmp_path.rglob("*") if out not in (p, *p.parents) and p != out.parent]
+    assert {p: p.stat().st_mtime_ns for p in outside} == before  # only --out (and its parent)
+    assert open_prepared(out, "val").image_names == ["2007_000003.jpg"]

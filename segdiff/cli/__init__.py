@@ -41,8 +41,8 @@ def main_options(
     """Open-vocabulary semantic segmentation with a fine-tuned Stable Diffusion 2.
 
     Exit codes: 0 done; 2 bad input (arguments, missing or corrupt files, a run that skipped
-    some of them, out of memory); 1 a failure of segdiff itself (a bug, or an export that
-    fails its check against PyTorch).
+    some of them, out of memory, a full disk); 1 a failure of segdiff itself (a bug, or an
+    export that fails its check against PyTorch); 130 interrupted (Ctrl-C).
     """
     try:
         apply_max_image_pixels()

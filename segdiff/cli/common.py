@@ -1,5 +1,5 @@
-"""What every subcommand shares: the console, the translation of bad input and of running out
-of memory to exit 2, and the checks of an output folder."""
+"""What every subcommand shares: the console, the exit codes (bad input and running out of
+memory: 2, Ctrl-C: 130), and the checks of an output folder."""
 
 import functools
 from collections.abc import Callable
@@ -28,7 +28,8 @@ def interrupted(how_to_continue: str) -> typer.Exit:
 
 
 def reports_input_errors(command: F) -> F:
-    """Turn SegDiffInputError raised anywhere below a command into a message and exit 2."""
+    """Turn SegDiffInputError raised anywhere below a command into a message and exit 2, and
+    a Ctrl-C that the command does not handle itself into a short note and exit 130."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -36,6 +37,11 @@ def reports_input_errors(command: F) -> F:
             return command(*args, **kwargs)
         except SegDiffInputError as err:
             raise fail(str(err)) from None
+        except KeyboardInterrupt:
+            raise interrupted(
+                "Files already written are complete (every write is atomic); run the same "
+                "command again to redo the rest."
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 

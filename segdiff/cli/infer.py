@@ -11,6 +11,7 @@ from segdiff.cli.common import (
     check_output_folder,
     console,
     fail,
+    interrupted,
     model_default_help,
     reports_input_errors,
     reports_out_of_memory,
@@ -168,16 +169,22 @@ def command(
                 progress.console.print(f"skipped {path}: {error}", markup=False, style="red")
             progress.advance(task)
 
-        run = segment_files(
-            pipe,
-            images,
-            class_names,
-            output,
-            settings,
-            skip_existing,
-            on_done,
-            seed_given=seed is not None,
-        )
+        try:
+            run = segment_files(
+                pipe,
+                images,
+                class_names,
+                output,
+                settings,
+                skip_existing,
+                on_done,
+                seed_given=seed is not None,
+            )
+        except KeyboardInterrupt:
+            raise interrupted(
+                f"The images finished so far are in {output}: continue with the same command "
+                f"and --output {output} --skip-existing."
+            ) from None
     failures = {**left_out, **run.failures}
     total = len(images) + len(left_out)
     summary = f"{total - len(failures)} of {total} images segmented into {output}"

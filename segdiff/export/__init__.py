@@ -5,7 +5,7 @@
 - ``export_onnx`` (onnx.py): five onnxruntime graphs, verified against PyTorch.
 
 Both resolve what MODEL is in source.py and write through staging.py, so a failed export
-leaves ``--out`` as it was.
+leaves ``--output`` as it was.
 """
 
 from segdiff.export.diffusers_folder import export_diffusers

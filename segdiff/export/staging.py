@@ -1,9 +1,9 @@
-"""All-or-nothing output folders: an export is written to a hidden folder next to ``--out``
+"""All-or-nothing output folders: an export is written to a hidden folder next to ``--output``
 and renamed onto it only once it is complete, so a failure leaves nothing half-written.
 
-Replacing an existing ``--out`` takes two renames: the old folder moves aside (to
+Replacing an existing ``--output`` takes two renames: the old folder moves aside (to
 ``.<out>.segdiff-old-<pid>-<token>``), then the new one moves in. A run killed between the two
-leaves ``--out`` missing and the old folder aside; the next export to the same place puts it
+leaves ``--output`` missing and the old folder aside; the next export to the same place puts it
 back first, and clears any staging folder a killed export left.
 """
 
@@ -24,21 +24,21 @@ from segdiff.imageio import (
 
 
 def check_output(out: Path, overwrite: bool, read_paths: Sequence[Path] = ()) -> None:
-    """Refuse an ``--out`` that is a file, a non-empty folder (unless ``overwrite``), or a
+    """Refuse an ``--output`` that is a file, a non-empty folder (unless ``overwrite``), or a
     folder whose replacement would delete what the export reads."""
     out = out.resolve()
     if out.exists() and not out.is_dir():
-        raise SegDiffInputError(f"--out {out} is a file; give a folder to export into.")
+        raise SegDiffInputError(f"--output {out} is a file; give a folder to export into.")
     for path in read_paths:
         path = path.resolve()
         if out == path or out in path.parents:
             raise SegDiffInputError(
-                f"--out {out} holds the model being exported ({path}); replacing it would "
+                f"--output {out} holds the model being exported ({path}); replacing it would "
                 "delete the source. Choose another folder."
             )
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SegDiffInputError(
-            f"--out {out} already exists and is not empty; pass --overwrite to replace it, "
+            f"--output {out} already exists and is not empty; pass --overwrite to replace it, "
             "or choose a new folder."
         )
 

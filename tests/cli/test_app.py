@@ -31,6 +31,7 @@ def test_help_states_the_exit_codes():
     result = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
     text = " ".join(result.output.split())
     assert "0 done; 2 bad input" in text and "1 a failure of segdiff itself" in text
+    assert "130 interrupted (Ctrl-C)" in text
 
 
 def test_an_argument_error_comes_before_torch_is_imported():

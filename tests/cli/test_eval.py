@@ -391,6 +391,21 @@ def test_out_of_memory_in_eval_says_what_to_lower(tmp_path, shapes_data, monkeyp
     assert_clean_error(result, "out of memory (Unable to allocate", "--processing-res")
 
 
+def test_ctrl_c_in_eval_exits_130_without_a_traceback(tmp_path, shapes_data, monkeypatch):
+    def fake_loader(model, device, **settings):
+        def predict(image, classes):
+            raise KeyboardInterrupt
+
+        return predict, []
+
+    monkeypatch.setattr("segdiff.cli.eval.load_model_predictor", fake_loader)
+    result = run_eval("shapes", "--data", shapes_data, "-o", tmp_path / "out")
+    assert result.exit_code == 130, result.output
+    said = " ".join(result.output.split())
+    assert "Interrupted." in said and "run the same command again" in said
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from segdiff import run_folder
 from segdiff.cli import app
 from segdiff.model import BUNDLED_MODEL_DIR
-from segdiff.model.pipeline import CUSTOM_PIPELINE_MODULE, CUSTOM_PIPELINE_TEXT
+from segdiff.model.pipeline import CUSTOM_PIPELINE_MODULE, CUSTOM_PIPELINE_TEXT, SegDiffPipeline
 from segdiff.recipes import Recipe, save_recipe
 from segdiff.training import checkpoints
 
@@ -540,3 +540,32 @@ def test_skip_existing_needs_the_pictures_its_settings_give(tmp_path, tiny_model
         " ".join(result.output.split())
     )
     assert (out / "a_uncertainty_color.png").is_file()
+
+
+def test_ctrl_c_exits_130_and_says_how_to_continue(tmp_path, tiny_model_dir, monkeypatch):
+    images = tmp_path / "images"
+    images.mkdir()
+    for stem in ("a", "b"):
+        _write_image(images / f"{stem}.png")
+    out = tmp_path / "out"
+    args = [images, "-c", "a,b", "--model", tiny_model_dir, "-o", out, *FAST]
+    original = SegDiffPipeline.__call__
+    calls = []
+
+    def interrupt_the_second(self, *call_args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *call_args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SegDiffPipeline, "__call__", interrupt_the_second)
+        result = _infer(*args)
+    assert result.exit_code == 130, result.output
+    said = " ".join(result.output.split())
+    assert f"Interrupted. The images finished so far are in {out}" in said
+    assert f"--output {out} --skip-existing" in said and "Traceback" not in result.output
+    assert (out / "a.json").is_file() and not (out / "b.json").exists()
+    result = _infer(*args, "--skip-existing")
+    assert result.exit_code == 0, result.output
+    assert "1 done earlier with the same settings were skipped" in " ".join(result.output.split())

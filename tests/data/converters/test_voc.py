@@ -147,5 +147,5 @@ def test_split_list_ids_that_are_not_file_names_never_escape_the_output(voc_root
     assert said.count("is not a plain file name") == 4 and "starts with a dot" in said
     assert victim.read_bytes() == b"precious"
     outside = [p for p in tmp_path.rglob("*") if out not in (p, *p.parents) and p != out.parent]
-    assert {p: p.stat().st_mtime_ns for p in outside} == before  # only --out (and its parent)
+    assert {p: p.stat().st_mtime_ns for p in outside} == before  # only --output (and its parent)
     assert open_prepared(out, "val").image_names == ["2007_000003.jpg"]

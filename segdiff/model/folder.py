@@ -77,6 +77,8 @@ def check_model_index(index: dict[str, Any], model: str | Path) -> None:
 def check_model_folder(folder: Path, loaded: Collection[str] = ()) -> None:
     """Check a local model folder before diffusers reads it (see the module docstring);
     components in ``loaded`` are given as objects and not read from the folder."""
+    from segdiff.model.pipeline import CUSTOM_PIPELINE_MODULE
+
     check_model_index(read_json_object(folder / "model_index.json"), folder)
     code = sorted(
         str(p.relative_to(folder))
@@ -84,9 +86,16 @@ def check_model_folder(folder: Path, loaded: Collection[str] = ()) -> None:
         if not _is_export_pipeline(folder, p)
     )
     if code:
+        pipeline_file = f"{CUSTOM_PIPELINE_MODULE}.py"
+        changed = (
+            f" ({pipeline_file} is not the file segdiff's exports ship: export the model again)"
+            if pipeline_file in code
+            else ""
+        )
         raise SegDiffInputError(
             f"{folder} holds Python files ({', '.join(code[:3])}); a segdiff model folder is "
-            "data only, and segdiff never runs code from one. Remove them if you trust the rest."
+            "data only, and segdiff never runs code from one. Remove them if you trust the "
+            f"rest.{changed}"
         )
     for name in COMPONENTS:
         if name in loaded:

@@ -377,7 +377,7 @@ MODEL_DAMAGE = {
     ),
     "pipeline-file-changed": (
         lambda m: (m / "pipeline_segdiff.py").write_text(CUSTOM_PIPELINE_TEXT + "import os\n"),
-        "holds Python files (pipeline_segdiff.py)",
+        "pipeline_segdiff.py is not the file segdiff's exports ship",
     ),
     "pipeline-file-nested": (
         lambda m: (m / "cam" / "pipeline_segdiff.py").write_text(CUSTOM_PIPELINE_TEXT),

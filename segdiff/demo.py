@@ -42,9 +42,15 @@ class Segmenter:
     the lock keeps it so for any other caller.
     """
 
-    def __init__(self, pipe: SegDiffPipeline, model: str | None = None):
+    def __init__(
+        self,
+        pipe: SegDiffPipeline,
+        model: str | None = None,
+        permute_classes: bool | None = None,
+    ):
         self.pipe = pipe
         self.model = model
+        self.permute_classes = permute_classes
         self._lock = threading.Lock()
         self._scratch = tempfile.TemporaryDirectory(prefix="segdiff-demo-")
 
@@ -73,6 +79,7 @@ class Segmenter:
                 ensemble_size=_whole_number("ensemble size", ensemble_size, minimum=1),
                 processing_res=_whole_number("processing resolution", processing_res, minimum=0),
                 seed=_whole_number("seed", seed, minimum=0),
+                permute_classes=self.permute_classes,
             )
             progress(0.0, desc="reading the image")
             rgb = load_rgb(path)
@@ -124,12 +131,16 @@ def _whole_number(name: str, value: float | str | None, minimum: int) -> int:
 
 
 def build_demo(
-    pipe: SegDiffPipeline, model: str | None = None, notes: list[str] | None = None
+    pipe: SegDiffPipeline,
+    model: str | None = None,
+    notes: list[str] | None = None,
+    permute_classes: bool | None = None,
 ) -> gr.Blocks:
-    """The page for ``pipe`` (loaded once by the caller); ``notes`` are shown above it."""
+    """The page for ``pipe`` (loaded once by the caller); ``notes`` are shown above it.
+    ``permute_classes`` None keeps the model's default."""
     # Gradio's telemetry and version check are HTTP calls; segdiff never phones home.
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    segment = Segmenter(pipe, model)
+    segment = Segmenter(pipe, model, permute_classes)
     config = pipe.config
     with gr.Blocks(title="segdiff demo", analytics_enabled=False) as demo:
         gr.Markdown(

@@ -124,7 +124,7 @@ def infer_settings(
     processing_res: int | None = None,
     output_processing_res: bool = False,
     batch_size: int = 0,
-    permute_classes: bool = False,
+    permute_classes: bool | None = None,
     seed: int | None = None,
 ) -> InferSettings:
     """The settings of a run: what is not given comes from the model; a missing seed is drawn."""
@@ -139,7 +139,9 @@ def infer_settings(
         ),
         match_input_resolution=not output_processing_res,
         batch_size=batch_size,
-        permute_classes=permute_classes,
+        permute_classes=(
+            config.default_permute_classes if permute_classes is None else permute_classes
+        ),
         seed=secrets.randbelow(2**31) if seed is None else seed,
         dtype=str(pipe.dtype).removeprefix("torch."),
     )

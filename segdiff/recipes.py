@@ -45,11 +45,23 @@ class ModelRecipe:
     """Stable Diffusion 2 folder or hub id (kind stable-diffusion)."""
     tiny: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Overrides of segdiff.model.tiny.TINY_CONFIGS per component (kind tiny)."""
+    vae: str | None = None
+    """kind tiny: a pretrained VAE used frozen instead of building and pre-training one (as
+    SegDiff starts from SD2's VAE): a folder holding a diffusers AutoencoderKL (config.json
+    and safetensors weights), or "bundled" for the bundled tiny model's VAE. The UNet takes
+    its latent channels; vae_pretrain.steps must be 0, and model.tiny.vae, if given, must
+    agree with its config."""
+    none_token: bool = False
+    """Give the CAM a learned "none" token after the class tokens, so that cross-attention has
+    somewhere to look for pixels of no listed class (docs/method.md)."""
     prompt_template: str = DEFAULTS.prompt_template
     denoising_steps: int = DEFAULTS.default_denoising_steps
     ensemble_size: int = DEFAULTS.default_ensemble_size
     processing_resolution: int = DEFAULTS.default_processing_resolution
     max_classes_per_pass: int = DEFAULTS.max_classes_per_pass
+    permute_classes: bool = DEFAULTS.default_permute_classes
+    """Saved as the model's default_permute_classes: ensemble members after the first see
+    the classes in their own random order."""
 
     def pipeline_defaults(self) -> PipelineDefaults:
         """The inference settings the trained model is saved with."""
@@ -59,6 +71,7 @@ class ModelRecipe:
             default_ensemble_size=self.ensemble_size,
             default_processing_resolution=self.processing_resolution,
             max_classes_per_pass=self.max_classes_per_pass,
+            default_permute_classes=self.permute_classes,
         )
 
 
@@ -100,6 +113,10 @@ class DataRecipe:
     chunked decoding of large vocabularies relies on."""
     workers: int = 0
     """DataLoader worker processes (0 loads in the training process)."""
+    cache_variants: int = 0
+    """With V > 0, the frozen VAE encodes V augmented variants of every training image once,
+    before training, and kept in memory; each sample is then one of them, picked and flipped
+    on the latent grid by (seed, epoch, index). 0 encodes every sample as it is drawn."""
 
 
 @dataclass
@@ -132,6 +149,13 @@ class TrainRecipe:
     log_every: int = 10
     ema: EmaRecipe = field(default_factory=EmaRecipe)
     noise: NoiseRecipe = field(default_factory=NoiseRecipe)
+    attention_loss: float = 0.0
+    """Weight of the attention loss: each cross-attention query's head-averaged attention
+    against the class layout of its cell (pixels of no listed class: the CAM's none token,
+    if it has one). 0 turns it off."""
+    attention_loss_layers: Literal["all", "top"] = "all"
+    """Cross-attention layers the attention loss averages over: all, or those at the finest
+    resolution only."""
 
 
 @dataclass
@@ -370,6 +394,8 @@ def _check_values(recipe: Recipe) -> None:
         "data.max_negatives": recipe.data.max_negatives,
         "data.min_negatives": recipe.data.min_negatives,
         "data.workers": recipe.data.workers,
+        "data.cache_variants": recipe.data.cache_variants,
+        "train.attention_loss": recipe.train.attention_loss,
         "optim.warmup_steps": recipe.optim.warmup_steps,
         "validation.every": recipe.validation.every,
         "validation.num_images": recipe.validation.num_images,
@@ -409,6 +435,7 @@ def _check_values(recipe: Recipe) -> None:
         problems.append("train.noise needs 0 <= min_timestep <= max_timestep")
     if "{}" not in recipe.model.prompt_template:
         problems.append("model.prompt_template needs a '{}' slot for the class name")
+    problems += _pretrained_vae_problems(recipe)
     unknown = sorted(set(recipe.model.tiny) - set(TINY_CONFIGS))
     if unknown:
         known = tuple(TINY_CONFIGS)
@@ -418,3 +445,19 @@ def _check_values(recipe: Recipe) -> None:
             problems.append("validation.denoising_steps and ensemble_size must be at least 1")
     if problems:
         raise SegDiffInputError("invalid recipe: " + "; ".join(problems))
+
+
+def _pretrained_vae_problems(recipe: Recipe) -> list[str]:
+    """model.vae replaces the tiny VAE: nothing may pre-train another. (model.tiny.vae may
+    stay where it describes the same VAE; `build_tiny_components` checks that.)"""
+    if recipe.model.vae is None:
+        return []
+    problems = []
+    if recipe.model.kind != "tiny":
+        problems.append("model.vae is for kind tiny (Stable Diffusion brings its own VAE)")
+    if recipe.vae_pretrain.steps:
+        problems.append(
+            "model.vae gives a pretrained VAE, so vae_pretrain.steps must be 0 (it is "
+            f"{recipe.vae_pretrain.steps}); remove one of the two"
+        )
+    return problems

@@ -2,6 +2,7 @@
 memory: 2, Ctrl-C: 130), and the checks of an output folder."""
 
 import functools
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -72,11 +73,17 @@ def check_output_folder(path: Path | None, option: str = "--output") -> None:
         )
 
 
+PERMUTE_DEFAULT = "true for models segdiff trains, false for folders saved without the key"
+"""What --permute-classes defaults to, for the help of every command that has it."""
+
+
 def model_default_help(key: str, meaning: str) -> str:
     """Help text for a default that comes from the model, with the bundled model's value."""
     from segdiff.model import bundled_model_defaults
 
     value = bundled_model_defaults().get(key)
+    if isinstance(value, bool):
+        value = json.dumps(value)
     bundled = f"; the bundled model's is {value}" if value is not None else ""
     return f" Default: the model's {key} in model_index.json ({meaning}{bundled})."
 

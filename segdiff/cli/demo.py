@@ -4,7 +4,14 @@ from typing import Annotated
 
 import typer
 
-from segdiff.cli.common import console, fail, reports_input_errors, reports_out_of_memory
+from segdiff.cli.common import (
+    PERMUTE_DEFAULT,
+    console,
+    fail,
+    model_default_help,
+    reports_input_errors,
+    reports_out_of_memory,
+)
 
 
 @reports_input_errors
@@ -27,6 +34,14 @@ def command(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 7860,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: auto).")] = None,
     half_precision: Annotated[bool, typer.Option(help="fp16 weights (CUDA only).")] = False,
+    permute_classes: Annotated[
+        bool | None,
+        typer.Option(
+            "--permute-classes/--no-permute-classes",
+            help="Shuffle the class order of each ensemble member after the first."
+            + model_default_help("default_permute_classes", PERMUTE_DEFAULT),
+        ),
+    ] = None,
 ) -> None:
     """Serve a web page to segment images: upload one, type class names, see the result.
 
@@ -49,7 +64,7 @@ def command(
     pipe, notes = load_pipeline(model, device, half_precision)
     for note in notes:
         console.print(note, markup=False)
-    demo = build_demo(pipe, model, notes)
+    demo = build_demo(pipe, model, notes, permute_classes)
     try:
         demo.launch(
             server_name=host,

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from segdiff.cli.common import (
+    PERMUTE_DEFAULT,
     check_output_folder,
     console,
     model_default_help,
@@ -99,6 +100,14 @@ def command(
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed of each image's noise.")] = None,
     batch_size: Annotated[int, typer.Option(min=0, help="0 picks one from memory.")] = 0,
+    permute_classes: Annotated[
+        bool | None,
+        typer.Option(
+            "--permute-classes/--no-permute-classes",
+            help="Shuffle the class order of each ensemble member after the first."
+            + model_default_help("default_permute_classes", PERMUTE_DEFAULT),
+        ),
+    ] = None,
 ) -> None:
     """Score a model (or ready-made predictions) on a benchmark: mIoU and friends."""
     from segdiff.data.prepared import open_prepared
@@ -129,6 +138,7 @@ def command(
             "half_precision": half_precision,
             "seed": seed,
             "batch_size": batch_size,
+            "permute_classes": permute_classes,
         }
         predictor, notes = load_model_predictor(model, str(state.device), **model_settings)
         if state.is_main_process:

@@ -8,6 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from segdiff.cli.common import (
+    PERMUTE_DEFAULT,
     check_output_folder,
     console,
     fail,
@@ -96,8 +97,13 @@ def command(
         int, typer.Option(help="Ensemble members per UNet batch; 0 = as many as memory holds.")
     ] = 0,
     permute_classes: Annotated[
-        bool, typer.Option(help="Shuffle the class order for each ensemble member.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--permute-classes/--no-permute-classes",
+            help="Shuffle the class order of each ensemble member after the first."
+            + model_default_help("default_permute_classes", PERMUTE_DEFAULT),
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: auto).")] = None,
     skip_existing: Annotated[
         bool,

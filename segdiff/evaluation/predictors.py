@@ -135,10 +135,12 @@ def load_model_predictor(
     half_precision: bool = False,
     seed: int | None = None,
     batch_size: int = 0,
+    permute_classes: bool | None = None,
 ) -> tuple[Predictor, list[str]]:
     """A SegDiffPipeline (``model`` None: the bundled one) as a Predictor, plus the loader's
-    notes for the user. Each image gets a fresh generator from ``seed``, so a prediction does
-    not depend on which process makes it, or in which order."""
+    notes for the user; settings left None are the model's. Each image gets a fresh
+    generator from ``seed``, so a prediction does not depend on which process makes it, or in
+    which order."""
     import torch
 
     from segdiff.model.loading import load_pipeline
@@ -154,6 +156,7 @@ def load_model_predictor(
             ensemble_size=ensemble_size,
             processing_resolution=processing_res,
             batch_size=batch_size,
+            permute_classes=permute_classes,
             generator=generator,
         )
         return output.labels[0]

@@ -7,10 +7,13 @@ Five graphs (symbolic dimensions in brackets; see ``segdiff_onnx.json`` in an ex
 - ``cam.onnx``: class_embeddings [batch, classes, dim], levels [batch, classes] (float32, gray
   level / 255), attention_mask [batch, classes] bool -> context [batch, classes, dim], zero at
   padding. Kept apart from the text encoder because class embeddings are computed once per
-  name and cached, while the CAM runs for every class list.
+  name and cached, while the CAM runs for every class list. A CAM with a "none" token
+  (``none_token`` in ``segdiff_onnx.json``) appends it: context [batch, classes + 1, dim], and
+  the UNet's attention mask is then the class mask with a True column appended.
 - ``unet.onnx``: sample [batch, 8, height, width] (image latent + noisy mask latent),
   timestep [batch or 1] int64, encoder_hidden_states [batch, classes, dim],
-  encoder_attention_mask [batch, classes] bool -> prediction [batch, 4, height, width].
+  encoder_attention_mask [batch, classes] bool -> prediction [batch, 4, height, width]
+  (``tokens`` = classes + 1 in place of ``classes`` with a none token).
 - ``vae_encoder.onnx``: image [batch, 3, H, W] in [-1, 1] -> latent [batch, 4, latent_height,
   latent_width]: the mean of the latent distribution times the VAE scaling factor, i.e.
   exactly what the UNet takes.
@@ -85,6 +88,8 @@ class Graph:
 # Symbolic axes of the graphs' inputs and outputs.
 BATCH = {0: "batch"}
 CLASS_LIST = {0: "batch", 1: "classes"}
+CONTEXT = {0: "batch", 1: "tokens"}
+"""The context of a CAM with a none token: classes + 1 tokens."""
 SPATIAL = {0: "batch", 2: "height", 3: "width"}
 LATENT = {0: "batch", 2: "latent_height", 3: "latent_width"}
 
@@ -181,7 +186,11 @@ class _CamGraph(nn.Module):
         self, class_embeddings: torch.Tensor, levels: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
         context = class_embeddings + self.cam.level_embedding(levels)
-        return context * attention_mask.unsqueeze(-1).to(context.dtype)
+        context = context * attention_mask.unsqueeze(-1).to(context.dtype)
+        if not self.cam.config.none_token:
+            return context
+        none = self.cam.none_token().expand(context.shape[0], 1, -1)
+        return torch.cat([context, none.to(context.dtype)], dim=1)
 
 
 class _SidesCheck(nn.Module):
@@ -268,6 +277,7 @@ class ExampleInputs:
         self.latent_channels = pipe.vae.config.latent_channels
         self.vae_scale_factor = pipe.vae_scale_factor
         self.num_train_timesteps = pipe.scheduler.config.num_train_timesteps
+        self.none_token = pipe.cam.config.none_token
         unit = pipe.latent_multiple // pipe.vae_scale_factor  # smallest latent side
         # (batch, latent height, latent width, classes) of the two variants
         self.shapes = [(1, unit, 2 * unit, 3), (2, 2 * unit, unit, 5)]
@@ -308,11 +318,16 @@ class ExampleInputs:
         context = self.class_lists(variant)
         steps = batch if variant == 0 else 1  # one timestep per sample, or one for the batch
         sample = torch.randn(batch, 2 * self.latent_channels, height, width, generator=g)
+        tokens, mask = context["class_embeddings"], context["attention_mask"]
+        if self.none_token:  # the CAM's context: one more token, always attended to
+            none = torch.randn(batch, 1, self.dim, generator=g).to(self.dtype)
+            tokens = torch.cat([tokens, none], dim=1)
+            mask = torch.cat([mask, torch.ones(batch, 1, dtype=torch.bool)], dim=1)
         return {
             "sample": sample.to(self.dtype),
             "timestep": torch.randint(self.num_train_timesteps, (steps,)),
-            "encoder_hidden_states": context["class_embeddings"],
-            "encoder_attention_mask": context["attention_mask"],
+            "encoder_hidden_states": tokens,
+            "encoder_attention_mask": mask,
         }
 
     def image(self, variant: int) -> dict[str, torch.Tensor]:
@@ -325,6 +340,11 @@ class ExampleInputs:
         batch, height, width, _ = self.shapes[variant]
         size = (batch, self.latent_channels, height, width)
         return {"latent": torch.randn(size, generator=self.generator(variant)).to(self.dtype)}
+
+
+def context_axes(pipe: SegDiffPipeline) -> dict[int, str]:
+    """Axes of the UNet's context: one token per class, plus the CAM's none token if any."""
+    return CONTEXT if pipe.cam.config.none_token else CLASS_LIST
 
 
 def build_graphs(pipe: SegDiffPipeline) -> list[Graph]:
@@ -357,15 +377,21 @@ def cam_graph(pipe: SegDiffPipeline, examples: ExampleInputs) -> Graph:
         embeddings, masks = inputs["class_embeddings"], inputs["attention_mask"]
         return pipe.cam([rows[mask] for rows, mask in zip(embeddings, masks, strict=True)])[0]
 
+    none = ""
+    if pipe.cam.config.none_token:
+        none = (
+            ", then the CAM's none token (one more row; append a True column to the mask for "
+            "the UNet)"
+        )
     return Graph(
         name="cam",
         module=_CamGraph(pipe.cam).eval(),
         inputs={"class_embeddings": CLASS_LIST, "levels": CLASS_LIST, "attention_mask": CLASS_LIST},
-        outputs={"context": CLASS_LIST},
+        outputs={"context": context_axes(pipe)},
         example=examples.class_lists,
         description="class embeddings in class-list order, gray level / 255 of each class "
         "(round(255 * (k + 1) / K) / 255 for class k of K), mask (True = real class) -> UNet "
-        "context, zero at padding",
+        f"context, zero at padding{none}",
         reference=unpadded_lists,
     )
 
@@ -377,8 +403,8 @@ def unet_graph(pipe: SegDiffPipeline, examples: ExampleInputs) -> Graph:
         inputs={
             "sample": SPATIAL,
             "timestep": {0: "timestep_batch"},
-            "encoder_hidden_states": CLASS_LIST,
-            "encoder_attention_mask": CLASS_LIST,
+            "encoder_hidden_states": context_axes(pipe),
+            "encoder_attention_mask": context_axes(pipe),
         },
         outputs={"prediction": SPATIAL},
         example=examples.unet_inputs,
@@ -508,6 +534,7 @@ def describe(onnx, pipe: SegDiffPipeline, graphs: list[Graph], folder: Path) -> 
             **asdict(pipe.defaults),
             "latent_multiple": pipe.latent_multiple,
             "vae_scale_factor": pipe.vae_scale_factor,
+            "none_token": pipe.cam.config.none_token,
             "gray_level": "round(255 * (k + 1) / K) for class k of K; 0 = none",
             "tokenizer": "tokenizer/ (pad every prompt to its model_max_length)",
             "scheduler": "scheduler/scheduler_config.json (DDIM)",

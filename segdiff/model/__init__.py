@@ -5,6 +5,9 @@ from pathlib import Path
 from typing import Any
 
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-shapes"
+DEFAULTS_OF_OLDER_FOLDERS = {"default_permute_classes": False}
+"""Inference defaults that model folders saved before they existed lack, and the value such a
+folder means: how it behaved then."""
 
 
 def default_model_path() -> Path | None:
@@ -20,4 +23,4 @@ def bundled_model_defaults() -> dict[str, Any]:
         index = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return index if isinstance(index, dict) else {}
+    return {**DEFAULTS_OF_OLDER_FOLDERS, **index} if isinstance(index, dict) else {}

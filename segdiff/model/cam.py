@@ -25,12 +25,17 @@ class ContentAttentionModule(ModelMixin, ConfigMixin):
             Width of the text embeddings and of the UNet's cross-attention (1024 for SD2).
         num_frequencies (`int`, defaults to 8):
             Sine/cosine frequencies of the gray level fed to the level embedding.
+        none_token (`bool`, defaults to `False`):
+            Append a learned "none" token (at gray 0) after the class tokens of every context.
+            A saved CAM without this key has none.
     """
 
     config_name = "config.json"
 
     @register_to_config
-    def __init__(self, cross_attention_dim: int = 1024, num_frequencies: int = 8):
+    def __init__(
+        self, cross_attention_dim: int = 1024, num_frequencies: int = 8, none_token: bool = False
+    ):
         super().__init__()
         # Frequencies up to 2**(n-1) separate adjacent levels even at K = 255.
         self.register_buffer(
@@ -43,6 +48,9 @@ class ContentAttentionModule(ModelMixin, ConfigMixin):
         )
         nn.init.zeros_(self.level_mlp[-1].weight)
         nn.init.zeros_(self.level_mlp[-1].bias)
+        self.none_embedding = (
+            nn.Parameter(torch.randn(cross_attention_dim) * 0.02) if none_token else None
+        )
 
     def level_embedding(self, levels: torch.Tensor) -> torch.Tensor:
         """Embed gray levels given on the 0..1 scale, any shape -> shape + (dim,)."""
@@ -50,9 +58,20 @@ class ContentAttentionModule(ModelMixin, ConfigMixin):
         features = torch.cat([levels.unsqueeze(-1).float(), angles.sin(), angles.cos()], dim=-1)
         return self.level_mlp(features.to(self.dtype))
 
+    def none_token(self) -> torch.Tensor:
+        """The "none" token ``(dim,)``: the none embedding plus the level embedding of gray 0."""
+        gray_0 = self.level_embedding(torch.zeros((), device=self.device))
+        return self.none_embedding.to(self.dtype) + gray_0
+
+    def none_token_index(self, num_class_tokens: int) -> int | None:
+        """Where the none token sits in a context whose class lists are padded to
+        ``num_class_tokens``: right after them; None for a CAM without one."""
+        return num_class_tokens if self.config.none_token else None
+
     def forward(self, class_embeddings: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Class embeddings of each sample, ``(K_i, dim)`` in class-list order, to a padded
-        context ``(B, K_max, dim)`` and its attention mask ``(B, K_max)`` (1 = real token)."""
+        context ``(B, K_max, dim)`` and its attention mask ``(B, K_max)`` (1 = real token);
+        with a none token both have one more position, K_max, always attended to."""
         batch, dim = len(class_embeddings), self.config.cross_attention_dim
         k_max = max(len(e) for e in class_embeddings)
         levels = torch.zeros(batch, k_max, device=self.device)
@@ -64,4 +83,7 @@ class ContentAttentionModule(ModelMixin, ConfigMixin):
             context[i, :k] = embeddings.to(device=self.device, dtype=self.dtype)
             mask[i, :k] = True
         context = context + self.level_embedding(levels) * mask.unsqueeze(-1)
+        if self.none_embedding is not None:
+            context = torch.cat([context, self.none_token().expand(batch, 1, dim)], dim=1)
+            mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
         return context, mask

@@ -100,13 +100,20 @@ def check_model_folder(folder: Path, loaded: Collection[str] = ()) -> None:
     for name in COMPONENTS:
         if name in loaded:
             continue
-        config_path = folder / name / CONFIG_FILES.get(name, "config.json")
-        if name == "tokenizer" and not config_path.exists():
-            continue  # a tokenizer may be vocab.json and merges.txt alone
-        config = _read_config(config_path)
         if name in WEIGHTED:
-            _check_weights(folder / name)
-            _check_size(name, config, config_path)
+            check_component_folder(folder / name, name)
+        elif name != "tokenizer" or (folder / name / CONFIG_FILES[name]).exists():
+            # a tokenizer may be vocab.json and merges.txt alone
+            _read_config(folder / name / CONFIG_FILES[name])
+
+
+def check_component_folder(folder: Path, name: str) -> None:
+    """The folder of one weighted component (``vae``, ``text_encoder``, ``unet``, ``cam``): a
+    config that is a JSON object, complete safetensors weights, a network that fits."""
+    config_path = folder / CONFIG_FILES.get(name, "config.json")
+    config = _read_config(config_path)
+    _check_weights(folder)
+    _check_size(name, config, config_path)
 
 
 def _is_export_pipeline(folder: Path, path: Path) -> bool:
@@ -123,6 +130,8 @@ def _is_export_pipeline(folder: Path, path: Path) -> bool:
 
 
 def _is_default_value(key: str, value: Any) -> bool:
+    if key == "default_permute_classes":
+        return isinstance(value, bool)
     if key == "prompt_template":
         return isinstance(value, str) and "{}" in value
     minimum = 0 if key == "default_processing_resolution" else 1

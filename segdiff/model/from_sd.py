@@ -2,14 +2,15 @@
 
 SD's UNet takes 4 latent channels; segdiff's takes 8 (image latent + noisy mask latent). The
 first convolution keeps SD's weights for both halves, halved, so at step 0 the UNet sees the
-average of the two latents through SD's own filters instead of a random projection.
+average of the two latents through SD's own filters instead of a random projection. (Tiny
+models built from scratch zero the mask half instead: `expand_conv_in`.)
 """
 
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -23,8 +24,21 @@ SD2_HUB_ID = "stabilityai/stable-diffusion-2"
 SD2_SUBFOLDERS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 
 
-def expand_conv_in(unet: UNet2DConditionModel, copies: int = 2) -> UNet2DConditionModel:
-    """Widen ``conv_in`` to ``copies`` x its input channels: weights repeated, divided by copies."""
+def expand_conv_in(
+    unet: UNet2DConditionModel,
+    copies: int = 2,
+    mask_channels: Literal["copy", "zero"] = "copy",
+) -> UNet2DConditionModel:
+    """Widen ``conv_in`` to ``copies`` x its input channels (the image latent, then the mask
+    latent).
+
+    ``"copy"``: every copy gets the old weights divided by ``copies`` (SD2: at step 0 the UNet
+    sees the mean of the latents through SD's own filters). ``"zero"``: the image channels
+    keep the old weights and the mask channels start at zero (a UNet built from scratch:
+    copies of random filters would make image and noise indistinguishable at the start).
+    """
+    if mask_channels not in ("copy", "zero"):
+        raise ValueError(f"mask_channels must be 'copy' or 'zero', got {mask_channels!r}")
     old = unet.conv_in
     new = nn.Conv2d(
         old.in_channels * copies,
@@ -34,7 +48,11 @@ def expand_conv_in(unet: UNet2DConditionModel, copies: int = 2) -> UNet2DConditi
         padding=old.padding,
     ).to(device=old.weight.device, dtype=old.weight.dtype)
     with torch.no_grad():
-        new.weight.copy_(old.weight.repeat(1, copies, 1, 1) / copies)
+        if mask_channels == "copy":
+            new.weight.copy_(old.weight.repeat(1, copies, 1, 1) / copies)
+        else:
+            new.weight.zero_()
+            new.weight[:, : old.in_channels] = old.weight
         new.bias.copy_(old.bias)
     unet.conv_in = new
     unet.register_to_config(in_channels=new.in_channels)
@@ -50,8 +68,10 @@ def components_from_stable_diffusion(
     sd_name_or_path: str | Path = SD2_HUB_ID,
     torch_dtype: torch.dtype | None = None,
     cache_dir: str | None = None,
+    none_token: bool = False,
 ) -> dict[str, Any]:
-    """Load SD2's parts (safetensors only) and add an 8-channel conv_in and a new CAM."""
+    """Load SD2's parts (safetensors only) and add an 8-channel conv_in and a new CAM (with
+    a "none" token when ``none_token``)."""
     local = _check_source(sd_name_or_path, cache_dir)
     common = {"cache_dir": cache_dir}
     weights = {**common, "use_safetensors": True, "dtype": torch_dtype}
@@ -88,7 +108,9 @@ def components_from_stable_diffusion(
             f"{sd_name_or_path}: text encoder width {text_encoder.config.hidden_size} differs "
             f"from the UNet's cross-attention width {unet.config.cross_attention_dim}"
         )
-    cam = ContentAttentionModule(cross_attention_dim=unet.config.cross_attention_dim)
+    cam = ContentAttentionModule(
+        cross_attention_dim=unet.config.cross_attention_dim, none_token=none_token
+    )
     return {
         "vae": vae,
         "text_encoder": text_encoder,

@@ -23,6 +23,7 @@ from segdiff import depth_coding
 from segdiff.class_lists import check_class_names
 from segdiff.errors import SegDiffInputError
 from segdiff.memory import check_fits
+from segdiff.model import DEFAULTS_OF_OLDER_FOLDERS
 from segdiff.model.cam import ContentAttentionModule
 from segdiff.model.text import DEFAULT_PROMPT_TEMPLATE, ClassEmbedder
 
@@ -83,6 +84,9 @@ class PipelineDefaults:
     default_processing_resolution: int = 768
     max_classes_per_pass: int = 32
     """Longer class lists are decoded in two passes (see ``_segment_vocabulary``)."""
+    default_permute_classes: bool = True
+    """Ensemble members after the first see the classes in their own random order. A model
+    folder saved without this key means False (DEFAULTS_OF_OLDER_FOLDERS)."""
 
 
 DEFAULTS = PipelineDefaults()
@@ -142,6 +146,9 @@ class SegDiffPipeline(DiffusionPipeline):
             Long edge the image is resized to when a call does not give one; 0 keeps it.
         max_classes_per_pass (`int`, defaults to 32):
             More classes than this are decoded in two passes (see `_segment_vocabulary`).
+        default_permute_classes (`bool`, defaults to `True`):
+            Whether a call that does not give `permute_classes` shuffles the class order of
+            each ensemble member after the first; False for model folders saved without it.
     """
 
     model_cpu_offload_seq = "text_encoder->cam->unet->vae"
@@ -159,6 +166,7 @@ class SegDiffPipeline(DiffusionPipeline):
         default_ensemble_size: int = DEFAULTS.default_ensemble_size,
         default_processing_resolution: int = DEFAULTS.default_processing_resolution,
         max_classes_per_pass: int = DEFAULTS.max_classes_per_pass,
+        default_permute_classes: bool = DEFAULTS.default_permute_classes,
     ):
         super().__init__()
         self.register_modules(
@@ -175,6 +183,7 @@ class SegDiffPipeline(DiffusionPipeline):
             default_ensemble_size=default_ensemble_size,
             default_processing_resolution=default_processing_resolution,
             max_classes_per_pass=max_classes_per_pass,
+            default_permute_classes=default_permute_classes,
         )
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.class_embedder = ClassEmbedder(tokenizer, text_encoder, prompt_template)
@@ -195,11 +204,14 @@ class SegDiffPipeline(DiffusionPipeline):
     @classmethod
     def load_config(cls, *args, **kwargs):
         """The config, with an export's ``[module, class]`` pipeline name read as the class:
-        this class loads it as it is, never running the module file the export ships."""
+        this class loads it as it is, never running the module file the export ships. A
+        default the folder predates takes the value it had then (DEFAULTS_OF_OLDER_FOLDERS)."""
         loaded = super().load_config(*args, **kwargs)
         config = loaded[0] if isinstance(loaded, tuple) else loaded
         if "_class_name" in config:
             config["_class_name"] = pipeline_class_name(config)
+            for key, value in DEFAULTS_OF_OLDER_FOLDERS.items():
+                config.setdefault(key, value)
         return loaded
 
     @classmethod
@@ -253,7 +265,7 @@ class SegDiffPipeline(DiffusionPipeline):
         processing_resolution: int | None = None,
         match_input_resolution: bool = True,
         batch_size: int = 0,
-        permute_classes: bool = False,
+        permute_classes: bool | None = None,
         max_classes_per_pass: int | None = None,
         generator: torch.Generator | None = None,
     ) -> SegDiffOutput:
@@ -275,9 +287,10 @@ class SegDiffPipeline(DiffusionPipeline):
                 Return maps at the input size (labels resized by nearest neighbour).
             batch_size (`int`, defaults to 0):
                 Ensemble members per UNet batch; 0 picks one from free memory.
-            permute_classes (`bool`, defaults to `False`):
+            permute_classes (`bool`, *optional*):
                 Give each member after the first a shuffled class order, so that
-                level-specific biases average out in the vote.
+                level-specific biases average out in the vote (default: the model's
+                `default_permute_classes`).
             max_classes_per_pass (`int`, *optional*):
                 Longer class lists are decoded in two passes (see ``_segment_vocabulary``);
                 default: the model's.
@@ -299,6 +312,8 @@ class SegDiffPipeline(DiffusionPipeline):
             else processing_resolution
         )
         per_pass = max_classes_per_pass or self.config.max_classes_per_pass
+        if permute_classes is None:
+            permute_classes = self.config.default_permute_classes
         self.check_inputs(images, steps, members, resolution, batch_size, per_pass)
 
         output = SegDiffOutput(labels=[], gray=[], uncertainty=[], class_fractions=[])

@@ -15,6 +15,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from segdiff.errors import SegDiffInputError
+from segdiff.imageio import read_json_object
 from segdiff.model.cam import ContentAttentionModule
 from segdiff.model.from_sd import expand_conv_in, inference_scheduler
 
@@ -142,14 +144,83 @@ def save_tiny_stable_diffusion(folder: str | Path, seed: int = 0) -> Path:
 
 
 def build_tiny_components(
-    seed: int = 0, overrides: dict[str, dict[str, Any]] | None = None
+    seed: int = 0,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    none_token: bool = False,
+    vae: AutoencoderKL | None = None,
 ) -> dict[str, Any]:
-    """The six components of a tiny, untrained SegDiffPipeline, exactly as from SD2."""
+    """The six components of a tiny, untrained SegDiffPipeline, laid out as from SD2.
+
+    Unlike SD2's, the 8-channel ``conv_in`` keeps its random weights for the image latent and
+    starts at zero for the mask latent (`expand_conv_in`). ``none_token`` gives the CAM its
+    "none" token. A given ``vae`` (pretrained, see `load_vae`) replaces the one the configs
+    describe, and the UNet takes its latent channels.
+    """
+    if vae is not None:
+        _check_same_vae(vae, (overrides or {}).get("vae", {}))
+        overrides = _with_latent_channels(overrides, vae.config.latent_channels)
     components = build_tiny_stable_diffusion(seed, overrides)
+    if vae is not None:
+        components["vae"] = vae
     torch.manual_seed(seed + 1)
-    components["unet"] = expand_conv_in(components["unet"])
+    components["unet"] = expand_conv_in(components["unet"], mask_channels="zero")
     components["scheduler"] = inference_scheduler(components["scheduler"].config)
     components["cam"] = ContentAttentionModule(
-        cross_attention_dim=components["unet"].config.cross_attention_dim
+        cross_attention_dim=components["unet"].config.cross_attention_dim, none_token=none_token
     )
     return components
+
+
+BUNDLED_VAE = "bundled"
+"""The word that names the bundled tiny model's VAE (``model.vae: bundled`` in a recipe)."""
+
+
+def load_vae(source: str | Path) -> AutoencoderKL:
+    """A pretrained VAE for a tiny model: a folder holding a diffusers AutoencoderKL
+    (config.json and safetensors weights), or BUNDLED_VAE for the bundled model's."""
+    from segdiff.model import BUNDLED_MODEL_DIR
+    from segdiff.model.folder import check_component_folder
+
+    folder = BUNDLED_MODEL_DIR / "vae" if str(source) == BUNDLED_VAE else Path(source)
+    if not folder.is_dir():
+        raise SegDiffInputError(
+            f"model.vae: {source} is not a folder; give a folder holding a diffusers "
+            f"AutoencoderKL (config.json and .safetensors weights) or '{BUNDLED_VAE}' for the "
+            "bundled tiny model's VAE"
+        )
+    config = read_json_object(folder / "config.json") if (folder / "config.json").is_file() else {}
+    if config.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
+        raise SegDiffInputError(
+            f"model.vae: {folder} holds a {config['_class_name']}, not a VAE (AutoencoderKL)"
+        )
+    check_component_folder(folder, "vae")
+    try:
+        return AutoencoderKL.from_pretrained(folder, use_safetensors=True)
+    except (OSError, ValueError) as err:
+        raise SegDiffInputError(f"model.vae: cannot load the VAE in {folder}: {err}") from err
+
+
+def _check_same_vae(vae: AutoencoderKL, described: dict[str, Any]) -> None:
+    """A recipe's model.tiny.vae may stay beside model.vae only where it describes that VAE."""
+    for key, value in described.items():
+        actual = vae.config.get(key)
+        if (list(actual) if isinstance(actual, tuple) else actual) != value:
+            raise SegDiffInputError(
+                f"model.tiny.vae.{key} is {value!r}, but the VAE of model.vae has {actual!r}; "
+                "remove model.tiny.vae or make it agree"
+            )
+
+
+def _with_latent_channels(
+    overrides: dict[str, dict[str, Any]] | None, channels: int
+) -> dict[str, dict[str, Any]]:
+    """``overrides`` with the UNet taking and predicting ``channels`` latent channels."""
+    unet = dict((overrides or {}).get("unet", {}))
+    for key in ("in_channels", "out_channels"):
+        if unet.get(key, channels) != channels:
+            raise SegDiffInputError(
+                f"model.tiny.unet.{key} is {unet[key]}, but the VAE of model.vae has {channels} "
+                "latent channels; leave the UNet's channels out of the recipe"
+            )
+        unet[key] = channels
+    return {**(overrides or {}), "unet": unet}

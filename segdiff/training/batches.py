@@ -15,12 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKL
 from PIL import Image
 
 from segdiff import depth_coding
 from segdiff.data.prepared import PreparedSplit
 from segdiff.errors import SegDiffInputError
 from segdiff.imageio import load_rgb
+from segdiff.training.objective import encode_pair
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class SampleSettings:
 
 @dataclass
 class Batch:
+    """Images and masks in pixels; the training step encodes them with the frozen VAE."""
+
     pixels: torch.Tensor
     """(B, 3, R, R) images in [-1, 1]."""
     masks: torch.Tensor
@@ -56,6 +60,43 @@ class Batch:
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.pixels.to(device), self.masks.to(device), self.classes)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """(B, R, R) uint8 label maps: index into the sample's class list, NONE_LABEL for
+        none; decoded from the masks."""
+        gray = (self.masks[:, 0] + 1.0) * 127.5
+        decoded = [
+            depth_coding.decode(g, len(names)) for g, names in zip(gray, self.classes, strict=True)
+        ]
+        return torch.stack(decoded)
+
+    def latents(self, vae: AutoencoderKL) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image and mask latents (scaled, float32), encoded by ``vae``."""
+        return encode_pair(vae, self.pixels, self.masks)
+
+
+@dataclass
+class LatentBatch:
+    """Image and mask already encoded (`segdiff.training.latent_cache`): no VAE call."""
+
+    image_latents: torch.Tensor
+    """(B, C, R/f, R/f) image latents, scaled as the UNet takes them."""
+    mask_latents: torch.Tensor
+    classes: list[list[str]]
+    labels: torch.Tensor
+    """(B, R, R) uint8 label maps, as `Batch.labels`."""
+
+    def to(self, device: torch.device) -> "LatentBatch":
+        return LatentBatch(
+            self.image_latents.to(device),
+            self.mask_latents.to(device),
+            self.classes,
+            self.labels.to(device),
+        )
+
+    def latents(self, vae: AutoencoderKL) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.image_latents, self.mask_latents
 
 
 def sample_class_list(

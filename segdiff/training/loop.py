@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -42,20 +43,22 @@ from segdiff.distributed import process_state
 from segdiff.errors import DiskFullError, SegDiffInputError
 from segdiff.evaluation.report import metrics_dict
 from segdiff.imageio import save_json
-from segdiff.memory import check_fits
+from segdiff.memory import check_fits, format_bytes
 from segdiff.model.from_sd import components_from_stable_diffusion
 from segdiff.model.pipeline import SegDiffPipeline
-from segdiff.model.tiny import build_tiny_components
+from segdiff.model.tiny import build_tiny_components, load_vae
 from segdiff.recipes import Recipe, same_recipe, save_recipe
 from segdiff.training import checkpoints
 from segdiff.training.batches import (
     Batch,
     BatchOrder,
     ClassListSettings,
+    LatentBatch,
     SampleSettings,
     TrainingSamples,
     collate,
 )
+from segdiff.training.latent_cache import LatentCache, collate_latents
 from segdiff.training.step import TrainingStep
 from segdiff.training.vae_pretrain import pretrain_vae, vae_optimizer
 from segdiff.training.validation import validate, validation_benchmark
@@ -72,12 +75,18 @@ def train(recipe: Recipe, run_dir: str | Path, resume: str | Path | None = None)
 
 
 def build_components(recipe: Recipe) -> dict[str, Any]:
-    """The untrained pipeline components the recipe starts from."""
-    if recipe.model.kind != "tiny":
-        return components_from_stable_diffusion(recipe.model.pretrained)
+    """The untrained pipeline components the recipe starts from (the VAE of model.vae
+    pretrained)."""
+    model = recipe.model
+    if model.kind != "tiny":
+        return components_from_stable_diffusion(model.pretrained, none_token=model.none_token)
+    vae = load_vae(model.vae) if model.vae is not None else None
+    options = {"none_token": model.none_token, "vae": vae}
     try:
         with torch.device("meta"):  # sized first, nothing allocated
-            networks = build_tiny_components(recipe.seed, recipe.model.tiny)
+            networks = build_tiny_components(recipe.seed, model.tiny, **options)
+    except SegDiffInputError:
+        raise
     except (TypeError, ValueError, IndexError, KeyError) as err:
         raise SegDiffInputError(f"model.tiny overrides do not build a model: {err!r}") from err
     modules = [part for part in networks.values() if isinstance(part, nn.Module)]
@@ -88,7 +97,7 @@ def build_components(recipe: Recipe) -> dict[str, Any]:
         f"the tiny model of the recipe ({parameters:,} parameters)",
         "lower the widths in model.tiny.",
     )
-    return build_tiny_components(recipe.seed, recipe.model.tiny)
+    return build_tiny_components(recipe.seed, model.tiny, **options)
 
 
 class Trainer:
@@ -124,6 +133,7 @@ class Trainer:
         self.train_step = TrainingStep.from_recipe(components, recipe, self.accelerator)
         if resume is not None:
             self._restore(resume / run_folder.TRAINING_STATE)
+        self.cache = self._latent_cache() if recipe.data.cache_variants else None
         self.position = self.info.get("data_position", 0)
         self.batches = self._batches(self.position)
         self.writer = SummaryWriter(str(run_folder.logs_dir(run_dir))) if self.is_main else None
@@ -249,7 +259,29 @@ class Trainer:
         checkpoints.load_training_state(state, step.optimizer, step.lr_scheduler)
         checkpoints.load_rng(state, self.accelerator.process_index, step.generator)
 
-    def _batches(self, position: int) -> Iterator[Batch]:
+    def _latent_cache(self) -> LatentCache:
+        """Every process encodes the whole cache (deterministic: a resumed run rebuilds it)."""
+        variants = self.recipe.data.cache_variants
+        total = variants * len(self.samples)
+        start = time.perf_counter()
+        with _progress(disable=not self.is_main, loss=False) as progress:
+            task = progress.add_task("encoding the latent cache", total=total)
+            cache = LatentCache.build(
+                self.samples,
+                self.train_step.vae,
+                variants,
+                self.recipe.train.batch_size,
+                on_progress=lambda done, _: progress.update(task, completed=done),
+            )
+        if self.is_main:
+            console.print(
+                f"Latent cache: {variants} variants x {len(self.samples)} images, "
+                f"{format_bytes(cache.nbytes)} in memory, encoded in "
+                f"{time.perf_counter() - start:.0f} s"
+            )
+        return cache
+
+    def _batches(self, position: int) -> Iterator[Batch | LatentBatch]:
         data = self.recipe.data
         order = BatchOrder(
             len(self.samples),
@@ -260,6 +292,8 @@ class Trainer:
             position,
         )
         self.order = order
+        if self.cache is not None:  # in memory already: no worker processes
+            return iter(DataLoader(self.cache, batch_sampler=order, collate_fn=collate_latents))
         loader = DataLoader(
             self.samples,
             batch_sampler=order,
@@ -276,6 +310,7 @@ class Trainer:
         settings = self.recipe.train
         validate_every = self.recipe.validation.every
         window: list[float] = []
+        attention_window: list[float] = []
         with _progress(disable=not self.is_main) as progress:
             task = progress.add_task(
                 "training", total=total, completed=self.step, loss=float("nan")
@@ -284,10 +319,12 @@ class Trainer:
                 loss = self._optimizer_step()
                 self.step += 1
                 window.append(loss)
+                if self.train_step.attention_loss is not None:
+                    attention_window.append(self.train_step.attention_loss)
                 progress.update(task, completed=self.step, loss=loss)
                 if self.step % settings.log_every == 0 or self.step == total:
-                    self._log_scalars(float(np.mean(window)))
-                    window = []
+                    self._log_scalars(window, attention_window)
+                    window, attention_window = [], []
                 if self.step % settings.checkpoint_every == 0 or self.step == total:
                     self._save_checkpoint()
                 if validate_every and self.step % validate_every == 0 and self.step < total:
@@ -314,9 +351,13 @@ class Trainer:
             )
         return mean
 
-    def _log_scalars(self, loss: float) -> None:
+    def _log_scalars(self, losses: list[float], attention_losses: list[float]) -> None:
+        """Means over the steps since the last log; the attention loss (unweighted) apart."""
         if self.writer is not None:
-            self.writer.add_scalar("train/loss", loss, self.step)
+            self.writer.add_scalar("train/loss", float(np.mean(losses)), self.step)
+            if attention_losses:
+                mean = float(np.mean(attention_losses))
+                self.writer.add_scalar("train/attention_loss", mean, self.step)
             self.writer.add_scalar(
                 "train/lr", self.train_step.lr_scheduler.get_last_lr()[0], self.step
             )
@@ -431,12 +472,13 @@ class Trainer:
         self.writer.flush()
 
 
-def _progress(disable: bool = False) -> Progress:
+def _progress(disable: bool = False, loss: bool = True) -> Progress:
+    """A progress bar; with ``loss``, its tasks carry a ``loss`` field that it shows."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("loss {task.fields[loss]:.4f}" if loss else ""),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,

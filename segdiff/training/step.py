@@ -2,8 +2,10 @@
 
 `TrainingStep.from_recipe` turns pipeline components into what a step needs (frozen VAE and
 text encoder in the mixed-precision dtype, UNet + CAM trainable as one `Denoiser`, optimizer,
-LR schedule, EMA, noise generator), prepared by accelerate. Calling it runs one optimizer
-step. The training loop repeats it; benchmarks/bench_train.py times it.
+LR schedule, EMA, noise generator, and the attention loss when the recipe asks for it),
+prepared by accelerate. Calling it runs one optimizer step, on batches of pixels (`Batch`,
+encoded here) or of cached latents (`LatentBatch`). The training loop repeats it;
+benchmarks/bench_train.py times it.
 """
 
 import contextlib
@@ -22,8 +24,9 @@ from diffusers.training_utils import EMAModel
 from segdiff.console import console
 from segdiff.model.text import ClassEmbedder
 from segdiff.recipes import NoiseRecipe, OptimRecipe, Recipe
-from segdiff.training.batches import Batch
-from segdiff.training.objective import Denoiser, diffusion_loss, encode_pair
+from segdiff.training.attention import AttentionSupervision
+from segdiff.training.batches import Batch, LatentBatch
+from segdiff.training.objective import Denoiser, diffusion_loss
 
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 """accelerate's mixed precision -> the dtype the frozen parts run in."""
@@ -46,6 +49,10 @@ class TrainingStep:
     """Draws the noise and timesteps; seeded per process."""
     noise: NoiseRecipe
     max_grad_norm: float
+    attention: AttentionSupervision | None = None
+    """The attention loss (train.attention_loss > 0), recording the UNet's cross-attention."""
+    attention_loss: float | None = None
+    """The last step's attention loss, unweighted, mean of all processes (None when off)."""
 
     @classmethod
     def from_recipe(
@@ -62,6 +69,11 @@ class TrainingStep:
         unet = components["unet"].train()
         if recipe.train.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
+        attention = None
+        if recipe.train.attention_loss > 0:
+            attention = AttentionSupervision(
+                unet, recipe.train.attention_loss, recipe.train.attention_loss_layers
+            )
         denoiser = Denoiser(unet, components["cam"].train()).to(device)
         optimizer = make_optimizer(denoiser, recipe.optim)
         ema = None
@@ -86,22 +98,25 @@ class TrainingStep:
             generator=generator,
             noise=recipe.train.noise,
             max_grad_norm=recipe.optim.max_grad_norm,
+            attention=attention,
         )
 
-    def __call__(self, micro_batches: Sequence[Batch]) -> float:
+    def __call__(self, micro_batches: Sequence[Batch | LatentBatch]) -> float:
         """One optimizer step, the gradients accumulated over ``micro_batches``; returns the
         mean loss of all processes. A loss that is not finite leaves the weights untouched
         (the caller decides what that means)."""
         accelerator = self.accelerator
-        total = torch.zeros((), device=accelerator.device)
+        count = len(micro_batches)
+        totals = torch.zeros(2, device=accelerator.device)  # loss, attention loss
         for index, batch in enumerate(micro_batches):
-            last = index == len(micro_batches) - 1
+            last = index == count - 1
             sync = contextlib.nullcontext() if last else accelerator.no_sync(self.model)
             with sync:
-                loss = self.loss(batch.to(accelerator.device)) / len(micro_batches)
-                accelerator.backward(loss)
-            total += loss.detach()
-        mean = accelerator.reduce(total, reduction="mean").item()
+                loss, attention = self.loss(batch.to(accelerator.device))
+                accelerator.backward(loss / count)
+            totals += torch.stack([loss, attention]).detach() / count
+        mean, attention_mean = accelerator.reduce(totals, reduction="mean").tolist()
+        self.attention_loss = attention_mean if self.attention is not None else None
         if not math.isfinite(mean):
             self.optimizer.zero_grad(set_to_none=True)
             return mean
@@ -113,19 +128,27 @@ class TrainingStep:
             self.ema.step(self.denoiser.parameters())
         return mean
 
-    def loss(self, batch: Batch) -> torch.Tensor:
-        """The diffusion loss of one batch (on the device)."""
-        image_latents, mask_latents = encode_pair(self.vae, batch.pixels, batch.masks)
+    def loss(self, batch: Batch | LatentBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of one batch (on the device) and its attention part, unweighted (0 when
+        the attention loss is off)."""
+        image_latents, mask_latents = batch.latents(self.vae)
         embeddings = [self.embedder(names) for names in batch.classes]
-        return diffusion_loss(
-            self.model,
-            self.scheduler,
-            image_latents,
-            mask_latents,
-            embeddings,
-            self.generator,
-            self.noise,
-        )
+        recording = self.attention.recording() if self.attention else contextlib.nullcontext()
+        with recording:
+            loss = diffusion_loss(
+                self.model,
+                self.scheduler,
+                image_latents,
+                mask_latents,
+                embeddings,
+                self.generator,
+                self.noise,
+            )
+        if self.attention is None:
+            return loss, torch.zeros_like(loss)
+        none_index = self.denoiser.cam.none_token_index(max(map(len, batch.classes)))
+        attention = self.attention.loss(batch.labels, none_index, mask_latents.shape[-2:])
+        return loss + self.attention.weight * attention, attention
 
 
 def make_optimizer(denoiser: Denoiser, optim: OptimRecipe) -> torch.optim.Optimizer:

@@ -88,6 +88,7 @@ def test_each_member_votes(tiny_pipeline, monkeypatch):
         ["a", "b"],
         ensemble_size=3,
         processing_resolution=0,
+        permute_classes=False,  # every member's level 255 is class 1
     )
     assert np.all(out.labels[0] == 1)
     np.testing.assert_allclose(out.uncertainty[0], 1 / 3, atol=1e-6)

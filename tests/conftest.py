@@ -17,7 +17,7 @@ def tiny_pipeline():
     from segdiff.model.tiny import build_tiny_components
 
     pipe = SegDiffPipeline(
-        **build_tiny_components(seed=0),
+        **build_tiny_components(seed=0, none_token=True),
         default_processing_resolution=32,
         default_denoising_steps=2,
         default_ensemble_size=2,

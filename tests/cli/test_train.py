@@ -22,6 +22,7 @@ FAST = [
     "train.batch_size=4",
     "train.steps=2",
     "train.checkpoint_every=1",
+    "model.vae=null",  # pre-train a VAE here: the resume tests need its checkpoints
     "vae_pretrain.steps=1",
     "vae_pretrain.batch_size=2",
     "vae_pretrain.crop=16",

@@ -36,8 +36,9 @@ def test_layout_external_data_and_description(onnx_dir):
     assert unet_inputs["encoder_attention_mask"] == {
         "name": "encoder_attention_mask",
         "dtype": "bool",
-        "shape": ["batch", "classes"],
+        "shape": ["batch", "tokens"],  # the classes, then the CAM's none token
     }
+    assert description["pipeline"]["none_token"] is True
     assert description["pipeline"]["prompt_template"] == "a photo of a {}."
     assert CLIPTokenizer.from_pretrained(onnx_dir / "tokenizer").model_max_length == 77
     assert "Usage (ONNX, fp32)" in (onnx_dir / "README.md").read_text()
@@ -67,6 +68,8 @@ def _onnx_labels(folder, pipe, image, classes):
     levels = (depth_coding.gray_levels(len(classes)) / 255.0).astype(np.float32)[None]
     embeddings = run("text_encoder", input_ids=ids.astype(np.int64))[None]
     context = run("cam", class_embeddings=embeddings, levels=levels, attention_mask=mask)
+    if template["none_token"]:  # the CAM appended its none token: attend to it too
+        mask = np.concatenate([mask, np.ones((1, 1), bool)], axis=1)
     pixels, (height, width) = pipe._preprocess(image, 32)
     image_latent = run("vae_encoder", image=pixels.numpy())
     scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
@@ -146,7 +149,7 @@ def test_bf16_and_a_missing_onnxruntime_are_clear_errors(tiny_model_dir, tmp_pat
 def test_every_axis_is_a_number_or_a_named_dimension(onnx_dir):
     """The VAE latent's channel axis used to come out as the made-up name 'Mullatent_dim_1'."""
     description = json.loads((onnx_dir / "segdiff_onnx.json").read_text())
-    named = {"batch", "classes", "height", "width", "latent_height", "latent_width",
+    named = {"batch", "classes", "tokens", "height", "width", "latent_height", "latent_width",
              "timestep_batch"}  # fmt: skip
     for graph in description["graphs"].values():
         for spec in graph["inputs"] + graph["outputs"]:

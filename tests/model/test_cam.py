@@ -60,3 +60,34 @@ def test_cam_saves_and_loads_as_safetensors(tmp_path):
     assert loaded.config.num_frequencies == 4
     levels = torch.tensor([0.25, 0.5])
     assert torch.equal(loaded.level_embedding(levels), cam.level_embedding(levels))
+
+
+def test_the_none_token_follows_the_padded_class_tokens_and_is_always_attended():
+    torch.manual_seed(0)
+    cam = ContentAttentionModule(cross_attention_dim=16, none_token=True)
+    context, mask = cam([_embeddings(2), _embeddings(4, seed=1)])
+    assert context.shape == (2, 5, 16)
+    assert cam.none_token_index(4) == 4
+    assert mask.tolist() == [[True, True, False, False, True], [True] * 5]
+    assert torch.equal(context[0, 4], context[1, 4])
+    assert torch.allclose(context[0, 4], cam.none_token())
+    assert torch.all(context[0, 2:4] == 0)
+
+
+def test_a_cam_saved_without_the_none_token_key_loads_without_one(tmp_path):
+    import json
+
+    ContentAttentionModule(cross_attention_dim=16).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["none_token"]  # as saved before the key existed
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    cam = ContentAttentionModule.from_pretrained(tmp_path)
+    assert cam.none_token_index(3) is None
+    assert cam([_embeddings(3)])[0].shape == (1, 3, 16)
+
+
+def test_the_none_token_is_saved_and_reloaded(tmp_path):
+    cam = ContentAttentionModule(cross_attention_dim=16, none_token=True)
+    cam.save_pretrained(tmp_path)
+    again = ContentAttentionModule.from_pretrained(tmp_path)
+    assert torch.equal(again.none_embedding, cam.none_embedding)

@@ -46,3 +46,12 @@ def test_folder_missing_stable_diffusion_parts_is_a_clear_error(tmp_path):
 def test_hub_id_without_network_is_a_clear_error(tmp_path):
     with pytest.raises(SegDiffInputError, match="cannot get model"):
         SegDiffPipeline.from_pretrained("nobody/not-a-model", cache_dir=str(tmp_path))
+
+
+def test_a_tiny_model_from_scratch_starts_blind_to_the_mask_latent():
+    from segdiff.model.tiny import build_tiny_components
+
+    conv_in = build_tiny_components(seed=0)["unet"].conv_in
+    assert conv_in.in_channels == 8
+    assert torch.all(conv_in.weight[:, 4:] == 0)
+    assert conv_in.weight[:, :4].abs().sum() > 0

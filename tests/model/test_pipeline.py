@@ -190,18 +190,18 @@ def test_golden_values_of_a_tiny_seeded_pipeline(tiny_pipeline):
     configs in segdiff/model/tiny.py."""
     out = _run(tiny_pipeline, _image(), num_inference_steps=2, ensemble_size=3)
     gray, labels, uncertainty = out.gray[0], out.labels[0], out.uncertainty[0]
-    expected_gray = [140.1848, 139.0491, 136.7755, 133.3461, 138.6958, 145.4831, 161.4606, 175.7313]
+    expected_gray = [155.105, 159.5811, 154.1081, 145.8192, 150.2649, 141.3242, 145.051, 142.5087]
     np.testing.assert_allclose(gray[10, 16:24], expected_gray, atol=0.05)
     expected_grid = [
-        [116.3697, 123.0152, 117.7914, 124.7060, 123.9028],
-        [124.4863, 154.5421, 140.1598, 154.3303, 138.1837],
-        [120.9195, 120.8445, 127.8519, 143.4608, 143.3768],
+        [125.5248, 117.4224, 126.3526, 131.1810, 112.1209],
+        [128.0312, 130.8526, 144.9202, 143.6968, 156.9043],
+        [115.0536, 146.0150, 134.5654, 167.8295, 160.4596],
     ]
     np.testing.assert_allclose(gray[::8, ::8], expected_grid, atol=0.05)
-    assert labels[10, 16:24].tolist() == [0, 1, 0, 1, 1, 1, 1, 1]
+    assert labels[10, 16:24].tolist() == [1, 1, 1, 0, 0, 0, 0, 1]
     counts = np.bincount(labels.ravel(), minlength=NONE_LABEL + 1)
-    assert (counts[0], counts[1], counts[2], counts[NONE_LABEL]) == (361, 599, 0, 0)
-    expected_uncertainty = [0.3333, 0.3333, 0.3333, 0.3, 0.0333, 0.2333, 0.1979, 0.1438]
+    assert (counts[0], counts[1], counts[2], counts[NONE_LABEL]) == (346, 396, 218, 0)
+    expected_uncertainty = [0.3333, 0.3333, 0.4333, 0.6333, 0.3667, 0.3333, 0.3333, 0.3333]
     np.testing.assert_allclose(uncertainty[10, 16:24], expected_uncertainty, atol=1e-3)
 
 
@@ -232,3 +232,23 @@ def test_the_docstring_example_runs():
     namespace: dict = {}
     exec("\n".join(code), namespace)  # the bundled model on the bundled example image
     assert namespace["labels"].shape == (96, 96) and namespace["labels"].dtype == np.uint8
+
+
+def test_permuted_members_are_the_default_of_new_models_and_off_for_older_folders(
+    tiny_pipeline, tmp_path
+):
+    import json
+
+    tiny_pipeline.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["default_permute_classes"] is True
+    del index["default_permute_classes"]  # as saved before the key existed
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+    older = SegDiffPipeline.from_pretrained(tmp_path)
+    older.set_progress_bar_config(disable=True)
+    assert older.config.default_permute_classes is False
+    unset = _run(older, _image(), num_inference_steps=1, ensemble_size=3)
+    fixed = _run(older, _image(), num_inference_steps=1, ensemble_size=3, permute_classes=False)
+    permuted = _run(older, _image(), num_inference_steps=1, ensemble_size=3, permute_classes=True)
+    assert np.array_equal(unset.gray[0], fixed.gray[0])
+    assert not np.array_equal(unset.gray[0], permuted.gray[0])

@@ -15,6 +15,7 @@ FAST = {
     "train.steps": "4",
     "train.checkpoint_every": "2",
     "train.log_every": "1",
+    "model.vae": "null",  # pre-train a VAE here: the resume tests need its checkpoints
     "vae_pretrain.steps": "2",
     "vae_pretrain.batch_size": "4",
     "vae_pretrain.crop": "16",

@@ -6,6 +6,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from segdiff import run_folder
+from segdiff.errors import SegDiffInputError
 from segdiff.model.pipeline import SegDiffPipeline
 from segdiff.training import checkpoints
 from segdiff.training.loop import TrainingDiverged, train
@@ -92,19 +93,25 @@ def test_ema_accumulation_and_checkpoint_limit(fast_recipe, tmp_path):
     assert not torch.equal(raw[f"unet.{key}"], averaged[key])
 
 
-def test_resumed_run_matches_an_uninterrupted_one(fast_recipe, tmp_path):
+LEARNING_FEATURES = {
+    "data.cache_variants": "2",
+    "train.attention_loss": "1.0",
+    "model.none_token": "true",
+}
+"""The latent cache, the attention loss and the CAM's none token, all on."""
+
+
+@pytest.mark.parametrize("features", [{}, LEARNING_FEATURES], ids=["plain", "learning-features"])
+def test_resumed_run_matches_an_uninterrupted_one(fast_recipe, tmp_path, features):
+    settings = {"validation.num_images": "0", **features}
     whole = tmp_path / "whole"
-    train(fast_recipe(**{"validation.num_images": "0"}), whole)
+    train(fast_recipe(**settings), whole)
 
     part = tmp_path / "part"
     # "killed" after the step-2 checkpoint: a run of 2 steps, then resumed to 4
-    train(fast_recipe(**{"train.steps": "2", "validation.num_images": "0"}), part)
+    train(fast_recipe(**{**settings, "train.steps": "2"}), part)
     (part / "model").rename(part / "model-at-2")
-    train(
-        fast_recipe(**{"validation.num_images": "0"}),
-        part,
-        resume=part / "checkpoints" / "step-00000002",
-    )
+    train(fast_recipe(**settings), part, resume=part / "checkpoints" / "step-00000002")
     a, b = trained_weights(whole / "model"), trained_weights(part / "model")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -119,7 +126,8 @@ def test_nan_loss_stops_with_a_clear_error(fast_recipe, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Denoiser, "forward", broken_forward)
     with pytest.raises(TrainingDiverged, match="training diverged. Lower optim.lr"):
-        train(fast_recipe(), tmp_path / "run")
+        # the broken forward skips the UNet, so there is no attention to supervise
+        train(fast_recipe(**{"train.attention_loss": "0"}), tmp_path / "run")
     assert not run_folder.list_checkpoints(tmp_path / "run")
 
 
@@ -222,3 +230,27 @@ def test_a_stopped_run_of_another_recipe_starts_over(fast_recipe, tmp_path, monk
         capsys.readouterr().err.split()
     )
     assert "lr: 0.0001" in (run / "recipe.yaml").read_text()
+
+
+def test_a_pretrained_vae_is_used_frozen_instead_of_pretraining_one(
+    basic_run, fast_recipe, tmp_path, capsys
+):
+    source = basic_run / "model" / "vae"
+    recipe = fast_recipe(
+        **{"model.vae": str(source), "vae_pretrain.steps": "0", **LEARNING_FEATURES}
+    )
+    train(recipe, tmp_path / "run")
+    assert "VAE pre-train" not in capsys.readouterr().out
+    vae = "diffusion_pytorch_model.safetensors"
+    expected, got = load_file(source / vae), load_file(tmp_path / "run" / "model" / "vae" / vae)
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in got)
+    cam = json.loads((tmp_path / "run" / "model" / "cam" / "config.json").read_text())
+    assert cam["none_token"] is True
+
+
+def test_a_pretrained_vae_beside_vae_pretraining_or_missing_is_refused(fast_recipe, tmp_path):
+    with pytest.raises(SegDiffInputError, match="vae_pretrain.steps must be 0"):
+        fast_recipe(**{"model.vae": "bundled"})
+    recipe = fast_recipe(**{"model.vae": str(tmp_path / "no-such-vae"), "vae_pretrain.steps": "0"})
+    with pytest.raises(SegDiffInputError, match="not a folder"):
+        train(recipe, tmp_path / "run")

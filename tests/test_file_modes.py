@@ -12,7 +12,8 @@ from segdiff.cli import app
 
 RECIPE = str(Path(__file__).resolve().parent.parent / "recipes" / "tiny-shapes.yaml")
 FAST = ["data.resolution=32", "train.batch_size=4", "train.steps=2", "train.checkpoint_every=1",
-        "model.vae=null", "vae_pretrain.steps=2", "vae_pretrain.batch_size=2", "vae_pretrain.crop=16",
+        "model.vae=null", "vae_pretrain.steps=2", "vae_pretrain.batch_size=2",
+        "vae_pretrain.crop=16",
         "validation.num_images=1", "model.processing_resolution=32",
         "model.tiny.unet.block_out_channels=[16, 32, 32]",
         "model.tiny.unet.norm_num_groups=8"]  # fmt: skip

@@ -61,7 +61,7 @@ def test_a_draw_is_a_variant_flipped_or_not_on_the_latent_grid(samples, cache):
                 stored = [cache.image_latents[row], cache.mask_latents[row], cache.labels[row]]
                 if flip:
                     stored = [t.flip(-1) for t in stored]
-                if all(torch.equal(a, b) for a, b in zip(stored, (image, mask, labels))):
+                if all(torch.equal(a, b) for a, b in zip(stored, (image, mask, labels), strict=True)):
                     assert classes == cache.classes[row]
                     seen.add((row, flip))
     assert len(seen) >= 4, f"12 draws hit only {seen}"

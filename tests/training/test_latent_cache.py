@@ -61,7 +61,8 @@ def test_a_draw_is_a_variant_flipped_or_not_on_the_latent_grid(samples, cache):
                 stored = [cache.image_latents[row], cache.mask_latents[row], cache.labels[row]]
                 if flip:
                     stored = [t.flip(-1) for t in stored]
-                if all(torch.equal(a, b) for a, b in zip(stored, (image, mask, labels), strict=True)):
+                drawn = (image, mask, labels)
+                if all(torch.equal(a, b) for a, b in zip(stored, drawn, strict=True)):
                     assert classes == cache.classes[row]
                     seen.add((row, flip))
     assert len(seen) >= 4, f"12 draws hit only {seen}"
@@ -78,4 +79,3 @@ def test_the_size_is_known_before_building_and_a_cache_too_big_is_refused(sample
     check_cache_fits(1024, processes=1)
     with pytest.raises(SegDiffInputError, match="data.cache_variants"):
         check_cache_fits(2**62, processes=1)
-

@@ -44,7 +44,8 @@ RECIPE = REPO / "recipes" / "tiny-shapes.yaml"
 TRAIN = [
     "data.resolution=32", "train.batch_size=4", "train.steps=6", "train.checkpoint_every=1",
     "train.checkpoint_limit=1", "model.vae=null", "vae_pretrain.steps=20",
-    "vae_pretrain.batch_size=4", "vae_pretrain.crop=16", "validation.num_images=0", "model.processing_resolution=32",
+    "vae_pretrain.batch_size=4", "vae_pretrain.crop=16", "validation.num_images=0",
+    "model.processing_resolution=32",
     "model.tiny.unet.block_out_channels=[16, 32, 32]", "model.tiny.unet.norm_num_groups=8",
 ]  # fmt: skip
 SLOW_RENAMES = ["strace", "-f", "-qq", "-o", os.devnull, "-e", "trace=rename,renameat,renameat2",

@@ -111,6 +111,11 @@ class DataRecipe:
     """Probability that a class present in the crop is left out of its list, its pixels
     coded "none": teaches the model to leave pixels of unlisted classes empty, which the
     chunked decoding of large vocabularies relies on."""
+    made_up_negatives: int = 0
+    """Up to this many made-up names (random letters) join each class list as negatives, as
+    room allows. A name that no training image shows is what a user's long class list is
+    mostly made of; these teach the model to leave such names empty (two-pass decoding
+    relies on it). The dataset's own classes teach that only for names it has seen."""
     workers: int = 0
     """DataLoader worker processes (0 loads in the training process)."""
     cache_variants: int = 0
@@ -395,6 +400,7 @@ def _check_values(recipe: Recipe) -> None:
         "data.min_negatives": recipe.data.min_negatives,
         "data.workers": recipe.data.workers,
         "data.cache_variants": recipe.data.cache_variants,
+        "data.made_up_negatives": recipe.data.made_up_negatives,
         "train.attention_loss": recipe.train.attention_loss,
         "optim.warmup_steps": recipe.optim.warmup_steps,
         "validation.every": recipe.validation.every,

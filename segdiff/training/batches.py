@@ -12,6 +12,7 @@ same whichever process or worker draws it, and a resumed run sees the same data.
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from string import ascii_lowercase
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ class ClassListSettings:
     max_negatives: int
     min_negatives: int = 0
     drop_present: float = 0.0
+    made_up_negatives: int = 0
+    """Up to this many made-up names (random letters) join the negatives, as room allows."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,8 @@ def sample_class_list(
     """The class list of one sample, shuffled: the present classes, each left out with
     probability ``drop_present`` (its pixels become "none") and at most ``max_classes`` of them
     (a random subset beyond), plus ``min_negatives..max_negatives`` absent vocabulary classes
-    as room allows. A list is never empty: with nothing else in it, it gets one negative."""
+    and up to ``made_up_negatives`` made-up names as room allows. A list is never empty: with
+    nothing else in it, it gets one negative."""
     kept = [name for name in present if rng.random() >= settings.drop_present]
     if len(kept) > settings.max_classes:
         kept = [kept[i] for i in rng.choice(len(kept), settings.max_classes, replace=False)]
@@ -120,7 +124,21 @@ def sample_class_list(
     count = int(rng.integers(low, room + 1))
     negatives = [absent[i] for i in rng.choice(len(absent), count, replace=False)]
     names = kept + negatives
+    if settings.made_up_negatives:
+        room = settings.max_classes - len(names)
+        count = int(rng.integers(0, min(settings.made_up_negatives, room) + 1))
+        names += made_up_names(count, set(vocabulary), rng)
     return [names[i] for i in rng.permutation(len(names))]
+
+
+def made_up_names(count: int, taken: set[str], rng: np.random.Generator) -> list[str]:
+    """``count`` words of 3-10 random letters, none in ``taken``: names no image shows."""
+    names: list[str] = []
+    while len(names) < count:
+        name = "".join(rng.choice(list(ascii_lowercase), int(rng.integers(3, 11))))
+        if name not in taken and name not in names:
+            names.append(name)
+    return names
 
 
 class TrainingSamples(torch.utils.data.Dataset):

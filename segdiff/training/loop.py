@@ -152,6 +152,7 @@ class Trainer:
                 max_negatives=data.max_negatives,
                 min_negatives=data.min_negatives,
                 drop_present=data.drop_present,
+                made_up_negatives=data.made_up_negatives,
             ),
             seed=self.recipe.seed,
         )

@@ -119,3 +119,17 @@ def test_batch_order_needs_one_batch():
 
     with pytest.raises(SegDiffInputError, match="lower train.batch_size"):
         BatchOrder(5, 4, 0, 2, seed=0)
+
+
+def test_made_up_negatives_are_new_words_within_the_room():
+    lists = draw_lists(["background", "star"], count=500, made_up_negatives=3, max_negatives=2)
+    made_up = [[n for n in names if n not in VOCABULARY] for names in lists]
+    assert {len(names) for names in made_up} == {0, 1, 2, 3}
+    assert all(len(names) <= 7 for names in lists)
+    words = [word for names in made_up for word in names]
+    assert all(word.isalpha() and word.islower() and 3 <= len(word) <= 10 for word in words)
+    assert len(set(words)) > 0.9 * len(words)  # fresh words, not a fixed list
+    assert all({"background", "star"} <= set(names) for names in lists)
+    assert draw_lists(["star"], count=20, max_classes=2, made_up_negatives=3) == draw_lists(
+        ["star"], count=20, max_classes=2, made_up_negatives=3
+    )

@@ -94,7 +94,11 @@ def command(
         int | None, typer.Option(help="Random seed, 0 to 2^32 - 1 (default: drawn, recorded).")
     ] = None,
     batch_size: Annotated[
-        int, typer.Option(help="Ensemble members per UNet batch; 0 = as many as memory holds.")
+        int,
+        typer.Option(
+            help="Ensemble members per UNet and VAE call; 0 = the fastest for the device "
+            "(CUDA: as many as memory holds)."
+        ),
     ] = 0,
     permute_classes: Annotated[
         bool | None,

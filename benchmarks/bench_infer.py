@@ -13,7 +13,7 @@ levels, per-pixel majority), so accuracy differences come from the loop's settin
 not from the original's decoding defects (docs/method.md), which cost no time.
 
     python benchmarks/bench_infer.py --threads 1           # tiny, CPU: 64, 128, 256 px, 10x10
-    python benchmarks/bench_infer.py --dtype fp32 bf16 --data D   # both precisions, with mIoU
+    python benchmarks/bench_infer.py --threads 1 --data D  # with mIoU on a prepared shapes split
     python benchmarks/bench_infer.py --table --data D      # preset table with mIoU on shapes
     python benchmarks/bench_infer.py --size sd2 --dtype fp16 --device cuda
 """
@@ -380,7 +380,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", help="tiny: model folder (default: the bundled model)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument(
-        "--dtype", nargs="+", choices=list(DTYPES), default=["fp32"],
+        "--dtype", nargs="+", choices=list(DTYPES), default=["fp32", "bf16"],
         help="segdiff's dtypes, one setting each (the baseline is fp32)",
     )  # fmt: skip
     parser.add_argument(
@@ -399,7 +399,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=2, help="images per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--table", action="store_true", help="original default + presets")
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=True,
+        help="segdiff's UNet and VAE in channels-last, as segdiff's loader puts them",
+    )  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     parser.add_argument("--data", type=Path, help="prepared dataset: also measure mIoU")
     parser.add_argument("--benchmark", default="shapes")

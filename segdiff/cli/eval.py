@@ -96,7 +96,10 @@ def command(
         ),
     ] = None,
     half_precision: Annotated[
-        bool, typer.Option("--half-precision", help="fp16 weights (CUDA only).")
+        bool,
+        typer.Option(
+            "--half-precision", help="fp16 weights on CUDA; bf16 on a CPU with native bf16."
+        ),
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed of each image's noise.")] = None,
     batch_size: Annotated[

@@ -266,10 +266,16 @@ def measure_speed(
 
 @dataclass
 class UnetSpeed:
+    """The UNet forward's speed and FLOPs, and the VAE decode's speed, per sample."""
+
     seconds_per_sample_batch_1: float
     seconds_per_sample_batch_e: float
     flops_per_sample: float
     """Floating-point operations of one UNet forward (a multiply-add counts 2)."""
+    decode_seconds_batch_1: float
+    """VAE decode seconds per latent, one at a time and all E at once: what the pipeline's
+    device rule for the decode batch size (`_fastest_batch_size`) rests on."""
+    decode_seconds_batch_e: float
 
     @property
     def achieved_tflops(self) -> float:
@@ -288,24 +294,35 @@ def unet_speed(pipe: SegDiffPipeline, classes, resolution, args, device) -> Unet
         context, mask = pipe.cam([pipe.class_embedder(classes)] * batch)
     timestep = torch.tensor(500, device=device)
 
-    def forward(size: int):
+    latents = sample[:, : pipe.unet.config.out_channels]
+
+    def forward(size: int, decode: bool = False):
         def run(_: int) -> None:
             with torch.no_grad():
                 for start in range(0, batch, size):
                     chunk = slice(start, start + size)
-                    pipe.unet(
-                        sample[chunk], timestep, context[chunk], encoder_attention_mask=mask[chunk]
-                    )
+                    if decode:
+                        pipe._decode_gray(latents[chunk])
+                    else:
+                        pipe.unet(
+                            sample[chunk], timestep, context[chunk],
+                            encoder_attention_mask=mask[chunk],
+                        )  # fmt: skip
 
         return run
 
     with FlopCounterMode(display=False) as counter:
         forward(batch)(0)
-    results = interleaved({"1": forward(1), "E": forward(batch)}, args.rounds, device)
+    runners = {"1": forward(1), "E": forward(batch)}
+    runners |= {"decode 1": forward(1, decode=True), "decode E": forward(batch, decode=True)}
+    results = interleaved(runners, args.rounds, device)
+    per_sample = {name: m.median_seconds / batch for name, m in results.items()}
     return UnetSpeed(
-        results["1"].median_seconds / batch,
-        results["E"].median_seconds / batch,
+        per_sample["1"],
+        per_sample["E"],
         counter.get_total_flops() / batch,
+        per_sample["decode 1"],
+        per_sample["decode E"],
     )
 
 
@@ -475,7 +492,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{unet.seconds_per_sample_batch_1:.4f}, batch {args.ensemble} "
             f"{unet.seconds_per_sample_batch_e:.4f}; {unet.flops_per_sample / 1e9:.2f} "
             f"GFLOP/sample, {unet.achieved_tflops:.3f} TFLOP/s at batch {args.ensemble}"
-            f"{peak_fraction(unet, args.peak_tflops)}"
+            f"{peak_fraction(unet, args.peak_tflops)}; VAE decode, s/image: batch 1 "
+            f"{unet.decode_seconds_batch_1:.4f}, batch {args.ensemble} "
+            f"{unet.decode_seconds_batch_e:.4f}"
         )
     print()
     if args.data:

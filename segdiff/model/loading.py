@@ -41,7 +41,7 @@ def load_pipeline(
     """Load ``model`` (default: the bundled tiny shapes model) on ``device``.
 
     Half precision means fp16 weights on CUDA, and bf16 on a CPU with native bf16 (AVX-512
-    BF16 or AMX: the tiny model at 256 px runs 1.6x as fast as in fp32, at the same mIoU,
+    BF16 or AMX: the tiny model at 256 px runs 1.8x as fast as in fp32, at the same mIoU,
     benchmarks/README.md). Other CPUs stay fp32, and the returned notes say so.
     """
     notes = []

@@ -1,7 +1,9 @@
 """Inference speed (and optionally accuracy): segdiff's pipeline against the original loop.
 
-Both run on the same weights, resolution, ensemble size and steps, in one process, timed in
-turn (A/B/A/B) so that load from other processes falls on both alike; medians are reported.
+Both run on the same weights, ensemble size and steps, on the same pixels (square test images
+of each processing resolution, so that segdiff's aspect-kept resize and the baseline's squash
+give the same input), in one process, timed in turn (A/B/A/B) so that load from other
+processes falls on both alike; medians are reported, one row per resolution and setting.
 
 The baseline (``OriginalLoop``) rebuilds the original implementation's inference loop on
 segdiff's components: ensemble members one at a time, the image re-encoded by the VAE and the
@@ -10,7 +12,8 @@ timestep spacing, the input squashed to a square. Its decoding and vote are segd
 levels, per-pixel majority), so accuracy differences come from the loop's settings alone and
 not from the original's decoding defects (docs/method.md), which cost no time.
 
-    python benchmarks/bench_infer.py                       # tiny, CPU: 10 steps x 10 members
+    python benchmarks/bench_infer.py --threads 1           # tiny, CPU: 64, 128, 256 px, 10x10
+    python benchmarks/bench_infer.py --threads 1 --data D  # with mIoU on a prepared shapes split
     python benchmarks/bench_infer.py --table --data D      # preset table with mIoU on shapes
     python benchmarks/bench_infer.py --size sd2 --dtype fp16 --device cuda
 """
@@ -26,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _common import (
-    DEFAULT_RESOLUTION,
     DTYPES,
     SIZES,
     Measurement,
@@ -53,6 +55,8 @@ from segdiff.vocabularies import get_vocabulary
 ORIGINAL_DEFAULT = (50, 10)
 """The original implementation's default: 50 DDIM steps ("leading") x 10 ensemble members."""
 
+DEFAULT_RESOLUTIONS = {"tiny": [64, 128, 256], "sd2": [768]}
+
 FAST_PRESETS = {"fast-2x10": (2, 10), "fast-4x3": (4, 3), "fast-2x3": (2, 3), "fast-1x1": (1, 1)}
 """Candidate fast settings (steps, ensemble members), all with trailing spacing."""
 
@@ -64,6 +68,8 @@ class Setting:
     """"baseline" (OriginalLoop) or "segdiff" (SegDiffPipeline)."""
     steps: int
     ensemble: int
+    resolution: int
+    dtype: str = "fp32"
 
 
 @dataclass
@@ -124,8 +130,8 @@ class OriginalLoop:
 
 
 def load_pipelines(args: argparse.Namespace, device: torch.device):
-    """(fp32 pipeline for the baseline, segdiff's pipeline with the speed options asked for,
-    a note on where the weights come from)."""
+    """(fp32 pipeline for the baseline, {dtype: segdiff's pipeline with the speed options
+    asked for}, a note on where the weights come from)."""
     if args.size == "sd2":
         pipe = SegDiffPipeline(**build_components("sd2"), default_processing_resolution=768)
         note = "SD2 (768-v) architecture with random weights"
@@ -139,14 +145,16 @@ def load_pipelines(args: argparse.Namespace, device: torch.device):
             note = f"trained model {model}"
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
-    options_changed = args.dtype != "fp32" or args.channels_last or args.compile
-    fast = copy.deepcopy(pipe) if options_changed else pipe
-    fast.to(dtype=DTYPES[args.dtype])
-    if args.channels_last:
-        fast.unet.to(memory_format=torch.channels_last)
-        fast.vae.to(memory_format=torch.channels_last)
-    if args.compile:
-        fast.unet.compile()
+    fast = {}
+    for dtype in args.dtype:
+        options_changed = dtype != "fp32" or args.channels_last or args.compile
+        fast[dtype] = copy.deepcopy(pipe) if options_changed else pipe
+        fast[dtype].to(dtype=DTYPES[dtype])
+        if args.channels_last:
+            fast[dtype].unet.to(memory_format=torch.channels_last)
+            fast[dtype].vae.to(memory_format=torch.channels_last)
+        if args.compile:
+            fast[dtype].unet.compile()
     return pipe, fast, note
 
 
@@ -160,19 +168,32 @@ def test_images(count: int, size: tuple[int, int]) -> list[Image.Image]:
     return images
 
 
-def settings_to_run(args: argparse.Namespace, pipe: SegDiffPipeline) -> list[Setting]:
-    equal = [
-        Setting(f"baseline-{args.steps}x{args.ensemble}", "baseline", args.steps, args.ensemble),
-        Setting(f"segdiff-{args.steps}x{args.ensemble}", "segdiff", args.steps, args.ensemble),
+def segdiff_name(dtype: str, steps: int, members: int) -> str:
+    return f"segdiff-{steps}x{members}" if dtype == "fp32" else f"segdiff-{dtype}-{steps}x{members}"
+
+
+def settings_to_run(
+    args: argparse.Namespace, pipe: SegDiffPipeline, resolution: int
+) -> list[Setting]:
+    steps, members, first = args.steps, args.ensemble, args.dtype[0]
+    rows = [Setting(f"baseline-{steps}x{members}", "baseline", steps, members, resolution)]
+    if args.table:
+        default_steps, default_members = ORIGINAL_DEFAULT
+        rows.insert(0, Setting(f"baseline-{default_steps}x{default_members}", "baseline",
+                               default_steps, default_members, resolution))  # fmt: skip
+    rows += [
+        Setting(segdiff_name(dtype, steps, members), "segdiff", steps, members, resolution, dtype)
+        for dtype in args.dtype
     ]
     if not args.table:
-        return equal
-    steps, members = ORIGINAL_DEFAULT
+        return rows
     default = (pipe.config.default_denoising_steps, pipe.config.default_ensemble_size)
-    rows = [Setting(f"baseline-{steps}x{members}", "baseline", steps, members), *equal]
-    rows.append(Setting(f"segdiff-default-{default[0]}x{default[1]}", "segdiff", *default))
+    rows.append(
+        Setting(f"segdiff-default-{default[0]}x{default[1]}", "segdiff", *default, resolution,
+                first)
+    )  # fmt: skip
     rows += [
-        Setting(name, "segdiff", *preset)
+        Setting(name, "segdiff", *preset, resolution, first)
         for name, preset in FAST_PRESETS.items()
         if preset != default
     ]
@@ -180,12 +201,16 @@ def settings_to_run(args: argparse.Namespace, pipe: SegDiffPipeline) -> list[Set
 
 
 class Predictor:
-    """Runs a Setting: the baseline loop or segdiff's pipeline, at the benchmark's resolution."""
+    """Runs a Setting: the baseline loop or segdiff's pipeline, at the setting's resolution."""
 
-    def __init__(self, baseline: OriginalLoop, pipe: SegDiffPipeline, args: argparse.Namespace):
+    def __init__(
+        self,
+        baseline: OriginalLoop,
+        pipes: dict[str, SegDiffPipeline],
+        args: argparse.Namespace,
+    ):
         self.baseline = baseline
-        self.pipe = pipe
-        self.resolution = args.resolution
+        self.pipes = pipes
         self.batch_size = args.batch_size
 
     def __call__(
@@ -194,14 +219,14 @@ class Predictor:
         generator = torch.Generator().manual_seed(seed)
         if setting.method == "baseline":
             return self.baseline(
-                image, classes, setting.steps, setting.ensemble, self.resolution, generator
+                image, classes, setting.steps, setting.ensemble, setting.resolution, generator
             )
-        output = self.pipe(
+        output = self.pipes[setting.dtype](
             image,
             classes,
             num_inference_steps=setting.steps,
             ensemble_size=setting.ensemble,
-            processing_resolution=self.resolution,
+            processing_resolution=setting.resolution,
             batch_size=self.batch_size,
             generator=generator,
         )
@@ -241,21 +266,27 @@ def measure_speed(
 
 @dataclass
 class UnetSpeed:
+    """The UNet forward's speed and FLOPs, and the VAE decode's speed, per sample."""
+
     seconds_per_sample_batch_1: float
     seconds_per_sample_batch_e: float
     flops_per_sample: float
     """Floating-point operations of one UNet forward (a multiply-add counts 2)."""
+    decode_seconds_batch_1: float
+    """VAE decode seconds per latent, one at a time and all E at once: what the pipeline's
+    device rule for the decode batch size (`_fastest_batch_size`) rests on."""
+    decode_seconds_batch_e: float
 
     @property
     def achieved_tflops(self) -> float:
         return self.flops_per_sample / self.seconds_per_sample_batch_e / 1e12
 
 
-def unet_speed(pipe: SegDiffPipeline, classes, args, device) -> UnetSpeed:
+def unet_speed(pipe: SegDiffPipeline, classes, resolution, args, device) -> UnetSpeed:
     """UNet forward seconds per sample at batch 1 and at batch = ensemble size (medians), and
     its FLOPs per sample as torch's FlopCounterMode counts them (matmuls, convolutions and
     attention)."""
-    height = width = args.resolution // 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    height = width = resolution // 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     batch = args.ensemble
     channels = pipe.unet.config.in_channels
     sample = torch.randn(batch, channels, height, width, device=device, dtype=pipe.unet.dtype)
@@ -263,24 +294,35 @@ def unet_speed(pipe: SegDiffPipeline, classes, args, device) -> UnetSpeed:
         context, mask = pipe.cam([pipe.class_embedder(classes)] * batch)
     timestep = torch.tensor(500, device=device)
 
-    def forward(size: int):
+    latents = sample[:, : pipe.unet.config.out_channels]
+
+    def forward(size: int, decode: bool = False):
         def run(_: int) -> None:
             with torch.no_grad():
                 for start in range(0, batch, size):
                     chunk = slice(start, start + size)
-                    pipe.unet(
-                        sample[chunk], timestep, context[chunk], encoder_attention_mask=mask[chunk]
-                    )
+                    if decode:
+                        pipe._decode_gray(latents[chunk])
+                    else:
+                        pipe.unet(
+                            sample[chunk], timestep, context[chunk],
+                            encoder_attention_mask=mask[chunk],
+                        )  # fmt: skip
 
         return run
 
     with FlopCounterMode(display=False) as counter:
         forward(batch)(0)
-    results = interleaved({"1": forward(1), "E": forward(batch)}, args.rounds, device)
+    runners = {"1": forward(1), "E": forward(batch)}
+    runners |= {"decode 1": forward(1, decode=True), "decode E": forward(batch, decode=True)}
+    results = interleaved(runners, args.rounds, device)
+    per_sample = {name: m.median_seconds / batch for name, m in results.items()}
     return UnetSpeed(
-        results["1"].median_seconds / batch,
-        results["E"].median_seconds / batch,
+        per_sample["1"],
+        per_sample["E"],
         counter.get_total_flops() / batch,
+        per_sample["decode 1"],
+        per_sample["decode E"],
     )
 
 
@@ -317,10 +359,12 @@ def peak_fraction(unet: UnetSpeed, peak_tflops: float | None) -> str:
 
 
 def render_table(rows: list[Row]) -> str:
-    by_name = {row.setting.name: row for row in rows}
-    references = [row.setting.name for row in rows if row.setting.method == "baseline"]
-    header = ["setting", "steps x members", "UNet passes/img", "s/img", "CPU s/img", "img/s"]
-    header += [f"x vs {name}" for name in references] + ["peak MiB"]
+    """One row per resolution and setting; "x vs" columns compare with the baselines at the
+    same resolution."""
+    references = list(dict.fromkeys(r.setting.name for r in rows if r.setting.method == "baseline"))
+    by_key = {(row.setting.resolution, row.setting.name): row for row in rows}
+    header = ["resolution", "setting", "steps x members", "UNet passes/img", "s/img"]
+    header += ["CPU s/img", "img/s"] + [f"x vs {name}" for name in references] + ["peak MiB"]
     has_miou = any(row.miou is not None for row in rows)
     if has_miou:
         header.append("mIoU")
@@ -328,6 +372,7 @@ def render_table(rows: list[Row]) -> str:
     for row in rows:
         s = row.setting
         cells = [
+            str(s.resolution),
             s.name,
             f"{s.steps} x {s.ensemble}",
             str(s.steps * s.ensemble),
@@ -335,7 +380,10 @@ def render_table(rows: list[Row]) -> str:
             f"{row.cpu_seconds_per_image:.3f}",
             f"{1 / row.seconds_per_image:.2f}",
         ]
-        cells += [f"{by_name[r].seconds_per_image / row.seconds_per_image:.1f}" for r in references]
+        cells += [
+            f"{by_key[s.resolution, r].seconds_per_image / row.seconds_per_image:.1f}"
+            for r in references
+        ]
         cells.append(format_mib(row.peak_mib))
         if has_miou:
             cells.append("n/a" if row.miou is None else f"{row.miou:.2f}")
@@ -348,9 +396,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", choices=SIZES, default="tiny")
     parser.add_argument("--model", help="tiny: model folder (default: the bundled model)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="segdiff's dtype")
-    parser.add_argument("--resolution", type=int, help="processing resolution (long edge)")
-    parser.add_argument("--image-size", default=None, help="WxH of the test images")
+    parser.add_argument(
+        "--dtype", nargs="+", choices=list(DTYPES), default=["fp32", "bf16"],
+        help="segdiff's dtypes, one setting each (the baseline is fp32)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--resolution", "--resolutions", dest="resolutions", type=int, nargs="+",
+        help="processing resolutions, one table block each (default: tiny 64 128 256, sd2 768)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--image-size", default=None,
+        help="WxH of the test images (default: square, of each resolution: equal work; "
+        "another aspect gives the baseline, which squashes, other pixels than segdiff)",
+    )  # fmt: skip
     parser.add_argument("--vocabulary", default=None, help="class list (default by size)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--ensemble", type=int, default=10)
@@ -358,7 +416,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=2, help="images per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--table", action="store_true", help="original default + presets")
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=True,
+        help="segdiff's UNet and VAE in channels-last, as segdiff's loader puts them",
+    )  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     parser.add_argument("--data", type=Path, help="prepared dataset: also measure mIoU")
     parser.add_argument("--benchmark", default="shapes")
@@ -372,11 +433,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "share of it is printed",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    args.resolution = args.resolution or DEFAULT_RESOLUTION[args.size]
-    if args.image_size is None:
-        args.image_size = "640x480" if args.size == "sd2" else "64x48"
-    width, _, height = args.image_size.partition("x")
-    args.image_size = (int(width), int(height))
+    args.resolutions = args.resolutions or DEFAULT_RESOLUTIONS[args.size]
+    if args.image_size is not None:
+        width, _, height = args.image_size.partition("x")
+        args.image_size = (int(width), int(height))
     args.vocabulary = args.vocabulary or ("voc21" if args.size == "sd2" else "shapes")
     return args
 
@@ -387,50 +447,69 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(args.threads)
     torch.manual_seed(0)
     pipe, fast, note = load_pipelines(args, device)
-    settings = settings_to_run(args, pipe)
     predict = Predictor(OriginalLoop(pipe), fast, args)
     classes = list(get_vocabulary(args.vocabulary).classes)
-    images = test_images(args.images, args.image_size)
+    first = fast[args.dtype[0]]
 
-    speed, warmup = measure_speed(settings, predict, images, classes, args.rounds, device)
-    unet = unet_speed(fast, classes, args, device)
-    accuracy = measure_accuracy(settings, predict, args) if args.data else {}
-    rows = [
-        Row(
-            s,
-            speed[s.name].median_seconds,
-            speed[s.name].median_cpu_seconds,
-            speed[s.name].max_peak_mib,
-            accuracy.get(s.name),
+    rows, unets, warmups, seconds_all = [], {}, {}, {}
+    for resolution in args.resolutions:
+        settings = settings_to_run(args, pipe, resolution)
+        images = test_images(args.images, args.image_size or (resolution, resolution))
+        speed, warmups[resolution] = measure_speed(
+            settings, predict, images, classes, args.rounds, device
         )
-        for s in settings
-    ]
+        unets[resolution] = unet_speed(first, classes, resolution, args, device)
+        accuracy = measure_accuracy(settings, predict, args) if args.data else {}
+        for s in settings:
+            rows.append(
+                Row(
+                    s,
+                    speed[s.name].median_seconds,
+                    speed[s.name].median_cpu_seconds,
+                    speed[s.name].max_peak_mib,
+                    accuracy.get(s.name),
+                )
+            )
+            seconds_all[f"{resolution}/{s.name}"] = speed[s.name].seconds
 
-    width, height = args.image_size
+    size = "square, of each resolution" if args.image_size is None else "x".join(
+        map(str, args.image_size)
+    )  # fmt: skip
     print(f"# bench_infer --size {args.size}: {note}")
     print(
         f"machine: {machine_line(device)}\n"
-        f"segdiff: {args.dtype}{', channels-last' if args.channels_last else ''}"
+        f"segdiff: {', '.join(args.dtype)}{', channels-last' if args.channels_last else ''}"
         f"{', torch.compile' if args.compile else ''}, batch size {args.batch_size or 'auto'}; "
-        f"baseline: fp32; warm-up of all settings {warmup:.1f} s\n"
-        f"images: {args.images} of {width}x{height} per round, {args.rounds} rounds, "
-        f"processing resolution {args.resolution}, {len(classes)} classes ({args.vocabulary}); "
-        f"weights {parameter_mib(pipe.unet, pipe.vae, pipe.text_encoder):,.0f} MiB (fp32)\n"
-        f"UNet forward, s/sample: batch 1 {unet.seconds_per_sample_batch_1:.4f}, "
-        f"batch {args.ensemble} {unet.seconds_per_sample_batch_e:.4f}; "
-        f"{unet.flops_per_sample / 1e9:.2f} GFLOP/sample, {unet.achieved_tflops:.3f} TFLOP/s "
-        f"at batch {args.ensemble}{peak_fraction(unet, args.peak_tflops)}\n"
+        f"baseline: fp32; warm-up of all settings "
+        f"{', '.join(f'{w:.1f} s' for w in warmups.values())}\n"
+        f"images: {args.images} per round ({size}), {args.rounds} rounds, "
+        f"{len(classes)} classes ({args.vocabulary}); "
+        f"weights {parameter_mib(pipe.unet, pipe.vae, pipe.text_encoder):,.0f} MiB (fp32)"
     )
-    if accuracy:
+    for resolution, unet in unets.items():
+        print(
+            f"UNet forward at {resolution} px ({args.dtype[0]}), s/sample: batch 1 "
+            f"{unet.seconds_per_sample_batch_1:.4f}, batch {args.ensemble} "
+            f"{unet.seconds_per_sample_batch_e:.4f}; {unet.flops_per_sample / 1e9:.2f} "
+            f"GFLOP/sample, {unet.achieved_tflops:.3f} TFLOP/s at batch {args.ensemble}"
+            f"{peak_fraction(unet, args.peak_tflops)}; VAE decode, s/image: batch 1 "
+            f"{unet.decode_seconds_batch_1:.4f}, batch {args.ensemble} "
+            f"{unet.decode_seconds_batch_e:.4f}"
+        )
+    print()
+    if args.data:
         print(f"mIoU: first {args.limit} images of {args.data} ({args.split})\n")
     print(render_table(rows))
     if args.json:
         payload = {
             "args": {k: str(v) for k, v in vars(args).items()},
             "machine": machine_line(device),
-            "unet": {**asdict(unet), "achieved_tflops": unet.achieved_tflops},
+            "unet": {
+                str(r): {**asdict(u), "achieved_tflops": u.achieved_tflops}
+                for r, u in unets.items()
+            },
             "rows": [asdict(row) for row in rows],
-            "seconds_per_image_all": {name: m.seconds for name, m in speed.items()},
+            "seconds_per_image_all": seconds_all,
         }
         args.json.write_text(json.dumps(payload, indent=2))
 

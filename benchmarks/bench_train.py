@@ -9,6 +9,13 @@ batch is made once and reused. accelerate fixes one mixed precision per process,
 precision asked for runs in a process of its own with its own copy of the model; they are
 timed in turn (A/B/A/B), each measuring its own time and memory, and medians are reported.
 
+Model FLOP utilisation (MFU) is printed beside samples/s: the UNet's forward FLOPs per sample
+(torch's FlopCounterMode on one forward at the training latent size, on the meta device, a
+multiply-add counting 2), times 3 for forward + backward (the backward pass costs about twice
+the forward), times samples/s, over the device's peak as measured here by a large matrix
+product (bf16 on a GPU, fp32 on a CPU). The VAE encode, the CAM and the optimizer are left out
+of the FLOPs, as is usual, so the MFU is a floor.
+
     python benchmarks/bench_train.py --recipe recipes/tiny-shapes.yaml --threads 1   # CPU
     python benchmarks/bench_train.py --recipe recipes/sd2-cocostuff.yaml --precision fp32 bf16
 """
@@ -17,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -37,6 +45,7 @@ from _common import (
     set_threads,
 )
 from accelerate import Accelerator
+from torch.utils.flop_counter import FlopCounterMode
 
 from segdiff import depth_coding
 from segdiff.data.shapes import generate_sample
@@ -85,11 +94,52 @@ def serve(precision: str, args: argparse.Namespace, connection: Connection) -> N
     components = build_components(args.size, 0, args.train_recipe.model.tiny or None)
     step = TrainingStep.from_recipe(components, args.train_recipe, accelerator)
     batch = training_batch(args.batch_size, args.resolution).to(accelerator.device)
-    step([batch])  # warm-up; allocates the optimizer state
-    connection.send(resident_mib(step))
+    step([batch])  # warm-up (compilation too); allocates the optimizer state
+    connection.send((resident_mib(step), step.denoiser.unet.is_gradient_checkpointing))
     while connection.recv():
         sample, _ = measure(lambda: [step([batch]) for _ in range(args.steps)], device)
         connection.send(sample)
+
+
+FORWARD_AND_BACKWARD = 3
+"""Training FLOPs per forward FLOP: the forward, and a backward costing two (input and weight
+gradients)."""
+
+
+def unet_forward_flops(args: argparse.Namespace) -> float:
+    """FLOPs of one UNet forward per sample at the training latent size, with the benchmark
+    batch's class tokens as context; counted on the meta device, so nothing is computed."""
+    with torch.device("meta"):
+        components = build_components(args.size, 0, args.train_recipe.model.tiny or None)
+        unet = components["unet"]
+        factor = 2 ** (len(components["vae"].config.block_out_channels) - 1)
+        side = args.resolution // factor
+        sample = torch.zeros(1, unet.config.in_channels, side, side)
+        context = torch.zeros(1, len(SHAPES_CLASSES), unet.config.cross_attention_dim)
+        timestep = torch.tensor(500)
+    with FlopCounterMode(display=False) as counter:
+        unet(sample, timestep, encoder_hidden_states=context)
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, seconds: float = 1.0) -> tuple[float, str]:
+    """(the best FLOP/s of a square matrix product, its dtype): bf16 at 8192 on CUDA, fp32 at
+    2048 on a CPU (with this process's torch threads), the best of ``seconds`` of repeats."""
+    dtype, side = (torch.bfloat16, 8192) if device.type == "cuda" else (torch.float32, 2048)
+    a = torch.randn(side, side, device=device, dtype=dtype)
+    b = torch.randn(side, side, device=device, dtype=dtype)
+    torch.mm(a, b)  # warm-up
+    best, spent = float("inf"), 0.0
+    while spent < seconds:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
+    return 2 * side**3 / best, "bf16" if dtype == torch.bfloat16 else "fp32"
 
 
 PRECISIONS = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
@@ -117,7 +167,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, help="samples per step (default: 4)")
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument(
+        "--gradient-checkpointing", choices=["true", "false", "auto"],
+        help="default: the recipe's (auto: off when a trial step fits in free GPU memory)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile", choices=["true", "false", "regional"], help="default: the recipe's"
+    )
+    parser.add_argument("--channels-last", choices=["true", "false"], help="default: the recipe's")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -134,12 +191,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.precision = args.precision or [PRECISIONS[recipe.train.mixed_precision]]
         args.batch_size = args.batch_size or recipe.train.batch_size
         args.resolution = args.resolution or recipe.data.resolution
-    train = recipe.train
-    args.gradient_checkpointing |= train.gradient_checkpointing
+    words = {"true": True, "false": False}
+    train = dataclasses.replace(
+        recipe.train,
+        **{
+            key: words.get(value, value)
+            for key, value in (
+                ("gradient_checkpointing", args.gradient_checkpointing),
+                ("compile", args.compile),
+                ("channels_last", args.channels_last),
+            )
+            if value is not None
+        },
+    )
     args.train_recipe = dataclasses.replace(
-        recipe,
-        train=dataclasses.replace(train, gradient_checkpointing=args.gradient_checkpointing),
-        optim=dataclasses.replace(recipe.optim, eight_bit=False),
+        recipe, train=train, optim=dataclasses.replace(recipe.optim, eight_bit=False)
     )
     return args
 
@@ -154,7 +220,9 @@ def main(argv: list[str] | None = None) -> None:
         here, there = context.Pipe()
         context.Process(target=serve, args=(precision, args, there), daemon=True).start()
         connections[precision] = here
-    resident = {precision: c.recv() for precision, c in connections.items()}
+    resident, checkpointing = {}, {}
+    for precision, connection in connections.items():
+        resident[precision], checkpointing[precision] = connection.recv()
 
     def runner(connection: Connection):
         def run(_: int) -> Sample:
@@ -166,18 +234,27 @@ def main(argv: list[str] | None = None) -> None:
     results = interleaved({p: runner(c) for p, c in connections.items()}, args.rounds, device)
     for connection in connections.values():
         connection.send(False)
+    flops_per_sample = FORWARD_AND_BACKWARD * unet_forward_flops(args)
+    peak, peak_dtype = matmul_peak(device)
     recipe = args.train_recipe
     source = f"recipe {args.recipe}" if args.recipe else f"--size {args.size}"
+    decided = ", ".join(f"{p}: {'on' if on else 'off'}" for p, on in checkpointing.items())
     print(f"# bench_train, {source}: random weights, segdiff.training.step.TrainingStep")
     print(
         f"machine: {machine_line(device)}\n"
         f"batch {args.batch_size} of {args.resolution}x{args.resolution}, {args.steps} steps "
         f"per round, {args.rounds} rounds, gradient checkpointing "
-        f"{'on' if args.gradient_checkpointing else 'off'}, multi-resolution noise "
+        f"{recipe.train.gradient_checkpointing} ("
+        f"{decided}), "
+        f"compile {recipe.train.compile}, channels-last {recipe.train.channels_last}, "
+        "multi-resolution noise "
         f"{recipe.train.noise.multires_iterations} levels, EMA "
         f"{'on' if recipe.train.ema.enabled else 'off'}; plain AdamW (no 8-bit)\n"
+        f"UNet forward + backward: {flops_per_sample / 1e9:,.2f} GFLOP/sample (3x the forward); "
+        f"measured {peak_dtype} matmul peak {peak / 1e12:,.3f} TFLOP/s\n"
     )
-    header = ["precision", "s/step", "samples/s", "resident MiB", "peak MiB above resident"]
+    header = ["precision", "s/step", "samples/s", "TFLOP/s", f"MFU (of {peak_dtype} peak)"]
+    header += ["resident MiB", "peak MiB above resident"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     rows = {}
     for precision, measurement in results.items():
@@ -185,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
         rows[precision] = {
             "seconds_per_step": seconds,
             "samples_per_second": args.batch_size / seconds,
+            "tflops": args.batch_size / seconds * flops_per_sample / 1e12,
+            "mfu": args.batch_size / seconds * flops_per_sample / peak,
             "resident_mib": resident[precision],
             "peak_mib": measurement.max_peak_mib,
         }
@@ -192,12 +271,20 @@ def main(argv: list[str] | None = None) -> None:
             precision,
             f"{seconds:.3f}",
             f"{args.batch_size / seconds:.2f}",
+            f"{rows[precision]['tflops']:.3f}",
+            f"{100 * rows[precision]['mfu']:.1f}%",
             f"{resident[precision]:,.0f}",
             format_mib(measurement.max_peak_mib),
         ]
         print("| " + " | ".join(cells) + " |")
     if args.json:
-        payload = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
+        payload = {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "flops_per_sample": flops_per_sample,
+            "peak_flops": peak,
+            "peak_dtype": peak_dtype,
+            "rows": rows,
+        }
         args.json.write_text(json.dumps(payload, indent=2))
 
 

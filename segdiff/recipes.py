@@ -147,7 +147,14 @@ class TrainRecipe:
     """Samples per process and micro-batch."""
     gradient_accumulation: int = 1
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | str = False
+    """true, false, or auto: off when a trial step without it fits in free GPU memory
+    (segdiff/training/speed.py)."""
+    compile: bool | str = False
+    """torch.compile the UNet: true (whole), regional (its transformer blocks, quicker to
+    start) or false."""
+    channels_last: bool = False
+    """The UNet in channels-last (NHWC) memory format."""
     checkpoint_every: int = 1000
     checkpoint_limit: int = 3
     """Checkpoints kept; older ones are deleted."""
@@ -441,6 +448,12 @@ def _check_values(recipe: Recipe) -> None:
         problems.append("train.noise needs 0 <= min_timestep <= max_timestep")
     if "{}" not in recipe.model.prompt_template:
         problems.append("model.prompt_template needs a '{}' slot for the class name")
+    for key, value, word in (
+        ("train.gradient_checkpointing", recipe.train.gradient_checkpointing, "auto"),
+        ("train.compile", recipe.train.compile, "regional"),
+    ):
+        if isinstance(value, str) and value != word:
+            problems.append(f"{key} must be true, false or {word}, got {value!r}")
     problems += _pretrained_vae_problems(recipe)
     unknown = sorted(set(recipe.model.tiny) - set(TINY_CONFIGS))
     if unknown:

@@ -46,19 +46,21 @@ def test_bench_infer_compares_baseline_and_segdiff_with_accuracy(
     stdout = _run_script(
         "bench_infer.py",
         *SMALL_RUN,
-        *("--model", str(tiny_model_dir), "--resolution", "32", "--image-size", "32x24"),
+        *("--model", str(tiny_model_dir), "--resolution", "32"),
         *("--steps", "1", "--ensemble", "2", "--images", "1"),
         *("--data", str(shapes_val), "--limit", "1", "--json", str(report)),
         *("--peak-tflops", "1.0"),
     )
     payload = json.loads(report.read_text())
     rows = payload["rows"]
-    assert [row["setting"]["method"] for row in rows] == ["baseline", "segdiff"]
+    settings = [(row["setting"]["method"], row["setting"]["dtype"]) for row in rows]
+    assert settings == [("baseline", "fp32"), ("segdiff", "fp32"), ("segdiff", "bf16")]
     assert all(row["seconds_per_image"] > 0 for row in rows)
     assert all(0 <= row["miou"] <= 100 for row in rows)
-    assert "| baseline-1x2 |" in stdout and "| segdiff-1x2 |" in stdout
+    assert "| 32 | baseline-1x2 |" in stdout and "| 32 | segdiff-bf16-1x2 |" in stdout
+    assert "(square, of each resolution)" in stdout  # equal work: the same pixels
     # the tiny UNet at 16x16 latents does a few MFLOPs per sample, well under a GFLOP
-    assert 1e6 < payload["unet"]["flops_per_sample"] < 1e9
+    assert 1e6 < payload["unet"]["32"]["flops_per_sample"] < 1e9
     assert "% of 1 TFLOP/s peak" in stdout
 
 
@@ -70,10 +72,16 @@ def test_bench_train_reports_each_precision(tmp_path):
         *("--resolution", "32", "--batch-size", "1", "--steps", "1"),
         *("--precision", "fp32", "bf16", "--json", str(report)),
     )
-    rows = json.loads(report.read_text())["rows"]
+    payload = json.loads(report.read_text())
+    rows = payload["rows"]
     assert set(rows) == {"fp32", "bf16"}
     assert all(row["samples_per_second"] > 0 for row in rows.values())
-    assert "| fp32 |" in stdout
+    assert "| fp32 |" in stdout and "MFU (of fp32 peak)" in stdout
+    # MFU = 3 x forward FLOPs x samples/s / measured peak, a fraction well under 1
+    for row in rows.values():
+        expected = row["samples_per_second"] * payload["flops_per_sample"] / payload["peak_flops"]
+        assert row["mfu"] == pytest.approx(expected) and 0 < row["mfu"] < 1
+    assert 1e6 < payload["flops_per_sample"] < 1e10 and payload["peak_flops"] > 1e8
 
 
 def test_sd2_configs_have_the_published_parameter_counts():

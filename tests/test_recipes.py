@@ -30,7 +30,8 @@ def test_sd2_recipes_are_realistic_gpu_settings():
         assert recipe.model.pretrained == "stabilityai/stable-diffusion-2"
         assert recipe.data.resolution == 768
         assert recipe.train.mixed_precision == "bf16"
-        assert recipe.train.gradient_checkpointing and recipe.train.ema.enabled
+        assert recipe.train.gradient_checkpointing == "auto" and recipe.train.ema.enabled
+        assert recipe.train.compile is True and recipe.train.channels_last
     # ade20k inherits everything it does not set from the COCO-Stuff recipe
     assert ade.optim == coco.optim
     assert ade.train.steps != coco.train.steps

@@ -96,10 +96,29 @@ def command(
         ),
     ] = None,
     half_precision: Annotated[
-        bool, typer.Option("--half-precision", help="fp16 weights (CUDA only).")
+        bool,
+        typer.Option(
+            "--half-precision", help="fp16 weights on CUDA; bf16 on a CPU with native bf16."
+        ),
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed of each image's noise.")] = None,
-    batch_size: Annotated[int, typer.Option(min=0, help="0 picks one from memory.")] = 0,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Ensemble members per UNet call, over the images of one call; 0 picks the "
+            "fastest for the device.",
+        ),
+    ] = 0,
+    images_per_call: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Images segmented together (their members share UNet calls when they have "
+            "the same size after resizing) while the next ones load. Labels do not depend "
+            "on it.",
+        ),
+    ] = 8,
     permute_classes: Annotated[
         bool | None,
         typer.Option(
@@ -139,6 +158,7 @@ def command(
             "seed": seed,
             "batch_size": batch_size,
             "permute_classes": permute_classes,
+            "images_per_call": images_per_call,
         }
         predictor, notes = load_model_predictor(model, str(state.device), **model_settings)
         if state.is_main_process:

@@ -89,12 +89,18 @@ def command(
     output_processing_res: Annotated[
         bool, typer.Option(help="Write maps at the processing size instead of the input size.")
     ] = False,
-    half_precision: Annotated[bool, typer.Option(help="fp16 weights (CUDA only).")] = False,
+    half_precision: Annotated[
+        bool, typer.Option(help="fp16 weights on CUDA; bf16 on a CPU with native bf16.")
+    ] = False,
     seed: Annotated[
         int | None, typer.Option(help="Random seed, 0 to 2^32 - 1 (default: drawn, recorded).")
     ] = None,
     batch_size: Annotated[
-        int, typer.Option(help="Ensemble members per UNet batch; 0 = as many as memory holds.")
+        int,
+        typer.Option(
+            help="Ensemble members per UNet and VAE call; 0 = the fastest for the device "
+            "(CUDA: as many as memory holds)."
+        ),
     ] = 0,
     permute_classes: Annotated[
         bool | None,

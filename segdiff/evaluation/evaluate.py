@@ -10,6 +10,8 @@ waiting at the gather): missing predictions, unreadable files and size mismatche
 collected and reported, and out-of-range prediction values are counted and scored as misses.
 """
 
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -28,7 +30,7 @@ from segdiff.evaluation.metrics import (
     confusion_matrix,
     prediction_rows,
 )
-from segdiff.evaluation.predictors import LabelSource
+from segdiff.evaluation.predictors import BatchedLabels, LabelSource
 from segdiff.evaluation.render import sample_panel
 from segdiff.imageio import load_rgb
 
@@ -56,6 +58,12 @@ class EvalResult:
     num_processes: int = 1
     missing_note: str = ""
     """Where predictions were looked for, said with the missing ones."""
+    seconds: float = 0.0
+    """Wall-clock seconds of the scoring loop (the slowest process's)."""
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
 
     @cached_property
     def metrics(self) -> SegmentationMetrics:
@@ -90,17 +98,26 @@ def evaluate(
         num_processes=state.num_processes,
     )
     indices = range(state.process_index, len(names), state.num_processes)
-    for index in track(
+    start = time.perf_counter()
+    predictions = _predictions(labels, [names[index] for index in indices])
+    for index, (name, predicted) in zip(
         indices,
-        description=f"eval {benchmark.name}",
-        console=console,
-        disable=not (progress and state.is_main_process),
+        track(
+            predictions,
+            total=len(indices),
+            description=f"eval {benchmark.name}",
+            console=console,
+            disable=not (progress and state.is_main_process),
+        ),
+        strict=True,
     ):
-        name = names[index]
         try:
-            _score_image(shard, benchmark, prepared, lut, labels, name, index < max_samples)
+            if isinstance(predicted, SegDiffInputError):
+                raise predicted
+            _score_image(shard, benchmark, prepared, lut, predicted, name, index < max_samples)
         except SegDiffInputError as err:
             shard.failures.append((name, str(err)))
+    shard.seconds = time.perf_counter() - start
 
     result = _merge(gather_object([shard]))
     result.missing_note = missing_note
@@ -109,18 +126,32 @@ def evaluate(
     return result
 
 
+def _predictions(
+    labels: LabelSource, names: list[str]
+) -> Iterator[tuple[str, np.ndarray | SegDiffInputError | None]]:
+    """(name, prediction, or the SegDiffInputError it raised) in ``names`` order; a model's
+    source predicts several images per call while the next ones load."""
+    if isinstance(labels, BatchedLabels):
+        yield from labels.in_order(names)
+        return
+    for name in names:
+        try:
+            yield name, labels(name)
+        except SegDiffInputError as err:
+            yield name, err
+
+
 def _score_image(
     shard: EvalResult,
     benchmark: Benchmark,
     prepared: PreparedSplit,
     lut: np.ndarray,
-    labels: LabelSource,
+    predicted: np.ndarray | None,
     name: str,
     keep_sample: bool,
 ) -> None:
-    """Add one image to ``shard``; SegDiffInputError when it cannot be scored."""
+    """Add one image's prediction to ``shard``; SegDiffInputError when it cannot be scored."""
     gt = benchmark.ground_truth(prepared, lut, name)
-    predicted = labels(name)
     if predicted is None:
         shard.missing.append(name)
         return
@@ -149,6 +180,7 @@ def _merge(shards: list[EvalResult]) -> EvalResult:
         confusion=sum(shard.confusion for shard in shards),
         images=first.images,
         num_processes=first.num_processes,
+        seconds=max(shard.seconds for shard in shards),
     )
     for shard in shards:
         merged.scored += shard.scored

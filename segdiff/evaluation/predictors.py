@@ -1,12 +1,15 @@
-"""Where predictions come from: a folder of label PNGs, or a model called image by image.
+"""Where predictions come from: a folder of label PNGs, or a model.
 
 Evaluation asks a *label source* for each prepared image name and gets a label map of
 benchmark class ids (255 = none in 8-bit maps, 65535 in 16-bit ones), or None when no
 prediction exists for that image. A source raises SegDiffInputError for a file it cannot use.
+A model's source (`BatchedLabels`) also predicts several images per pipeline call while the
+next ones load.
 """
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -113,16 +116,94 @@ def _infer_labels(path: Path, record_path: Path, vocabulary: Vocabulary) -> np.n
 
 
 def from_predictor(
-    predict: Predictor, prepared: PreparedSplit, classes: Sequence[str]
+    predict: "Predictor | ModelPredictor", prepared: PreparedSplit, classes: Sequence[str]
 ) -> LabelSource:
-    """Run ``predict`` on each prepared image with the whole benchmark class list."""
+    """Run ``predict`` on each prepared image with the whole benchmark class list; a
+    `ModelPredictor` gives a `BatchedLabels`, which also predicts several images at once."""
+    if isinstance(predict, ModelPredictor):
+        return BatchedLabels(predict, prepared, classes)
     classes = list(classes)
 
     def labels(image_name: str) -> np.ndarray:
-        image = load_rgb(prepared.image_path(image_name), exif_transpose=False)
-        return np.asarray(predict(image, classes))
+        return np.asarray(predict(_load(prepared, image_name), classes))
 
     return labels
+
+
+def _load(prepared: PreparedSplit, image_name: str) -> Image.Image:
+    return load_rgb(prepared.image_path(image_name), exif_transpose=False)
+
+
+class ModelPredictor:
+    """A SegDiffPipeline as a Predictor: ``predict(image, classes)``, or
+    ``predict.many(images, classes)`` for several images in one pipeline call, whose members
+    share UNet calls. Every image gets its own generator seeded with ``seed``, so a
+    prediction does not depend on which process makes it, in which order, or beside which
+    other images."""
+
+    def __init__(self, pipe, seed: int | None, images_per_call: int, **settings):
+        self.pipe = pipe
+        self.seed = seed
+        self.images_per_call = images_per_call
+        self.settings = settings
+
+    def __call__(self, image: Image.Image, classes: Sequence[str]) -> np.ndarray:
+        return self.many([image], classes)[0]
+
+    def many(self, images: list[Image.Image], classes: Sequence[str]) -> list[np.ndarray]:
+        import torch
+
+        generators = None
+        if self.seed is not None:
+            generators = [torch.Generator().manual_seed(self.seed) for _ in images]
+        output = self.pipe(images, list(classes), generator=generators, **self.settings)
+        return output.labels
+
+
+class BatchedLabels:
+    """A model's label source: ``labels(name)`` for one image, and `in_order` for many, a
+    pipeline call per ``images_per_call`` images while a thread loads the next ones."""
+
+    def __init__(self, predict: ModelPredictor, prepared: PreparedSplit, classes: Sequence[str]):
+        self.predict = predict
+        self.prepared = prepared
+        self.classes = list(classes)
+
+    def __call__(self, image_name: str) -> np.ndarray:
+        return self.predict(_load(self.prepared, image_name), self.classes)
+
+    def in_order(
+        self, image_names: list[str]
+    ) -> Iterator[tuple[str, np.ndarray | SegDiffInputError]]:
+        """(name, labels, or the SegDiffInputError that image raised) in ``image_names`` order."""
+        size = max(1, self.predict.images_per_call)
+        chunks = [image_names[i : i + size] for i in range(0, len(image_names), size)]
+        with ThreadPoolExecutor(max_workers=1) as loader:
+            pending = loader.submit(self._load_chunk, chunks[0]) if chunks else None
+            for index in range(len(chunks)):
+                loaded = pending.result()
+                if index + 1 < len(chunks):
+                    pending = loader.submit(self._load_chunk, chunks[index + 1])
+                yield from self._predict_chunk(loaded)
+
+    def _load_chunk(self, names: list[str]) -> list[tuple[str, Image.Image | SegDiffInputError]]:
+        loaded = []
+        for name in names:
+            try:
+                loaded.append((name, _load(self.prepared, name)))
+            except SegDiffInputError as err:
+                loaded.append((name, err))
+        return loaded
+
+    def _predict_chunk(
+        self, loaded: list[tuple[str, Image.Image | SegDiffInputError]]
+    ) -> list[tuple[str, np.ndarray | SegDiffInputError]]:
+        images = [image for _, image in loaded if isinstance(image, Image.Image)]
+        labels = iter(self.predict.many(images, self.classes) if images else [])
+        return [
+            (name, next(labels) if isinstance(image, Image.Image) else image)
+            for name, image in loaded
+        ]
 
 
 def load_model_predictor(
@@ -136,29 +217,22 @@ def load_model_predictor(
     seed: int | None = None,
     batch_size: int = 0,
     permute_classes: bool | None = None,
-) -> tuple[Predictor, list[str]]:
-    """A SegDiffPipeline (``model`` None: the bundled one) as a Predictor, plus the loader's
-    notes for the user; settings left None are the model's. Each image gets a fresh
-    generator from ``seed``, so a prediction does not depend on which process makes it, or in
-    which order."""
-    import torch
-
+    images_per_call: int = 1,
+) -> tuple[ModelPredictor, list[str]]:
+    """A SegDiffPipeline (``model`` None: the bundled one) as a `ModelPredictor` that
+    segments ``images_per_call`` images per pipeline call, plus the loader's notes for the
+    user; settings left None are the model's."""
     from segdiff.model.loading import load_pipeline
 
     pipe, notes = load_pipeline(model, device, half_precision=half_precision)
-
-    def predict(image: Image.Image, classes: Sequence[str]) -> np.ndarray:
-        generator = None if seed is None else torch.Generator().manual_seed(seed)
-        output = pipe(
-            image,
-            list(classes),
-            num_inference_steps=denoise_steps,
-            ensemble_size=ensemble_size,
-            processing_resolution=processing_res,
-            batch_size=batch_size,
-            permute_classes=permute_classes,
-            generator=generator,
-        )
-        return output.labels[0]
-
+    predict = ModelPredictor(
+        pipe,
+        seed,
+        images_per_call,
+        num_inference_steps=denoise_steps,
+        ensemble_size=ensemble_size,
+        processing_resolution=processing_res,
+        batch_size=batch_size,
+        permute_classes=permute_classes,
+    )
     return predict, notes

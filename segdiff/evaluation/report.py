@@ -128,6 +128,11 @@ def print_summary(result: EvalResult, console: Console, output_dir: Path | None 
             )
         console.print(per_class)
     console.print(summary)
+    if result.seconds > 0:
+        console.print(
+            f"{result.images} images in {result.seconds:.1f} s: "
+            f"{result.images_per_second:.2f} images/s"
+        )
     for line in problem_lines(result):
         console.print(Text("Warning: ", style="yellow") + Text(line))
     if output_dir is not None:

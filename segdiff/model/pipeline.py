@@ -1,12 +1,15 @@
 """SegDiffPipeline: image + ordered class names -> label map, by denoising a depth-coded mask.
 
-One image at a time: the image is resized (aspect kept) and padded to the latent multiple,
-encoded by the VAE once, and every ensemble member denoises its own noise conditioned on that
-latent and on the CAM tokens of the classes. Members run in batches; each decoded gray map
-snaps to class indices (depth coding), and members vote per pixel. docs/method.md explains the
+Each image is resized (aspect kept) and padded to the latent multiple, encoded by the VAE
+once, and every ensemble member denoises its own noise conditioned on that latent and on the
+CAM tokens of the classes. The members of all images of one processing size run together, in
+UNet and VAE calls of the batch size that is fastest on the device (`_fastest_batch_size`); each
+decoded gray map snaps to class indices (depth coding), and each image's members vote per
+pixel. docs/method.md explains the
 method, docs/model-folder.md what a saved model holds.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -27,6 +30,8 @@ from segdiff.model import DEFAULTS_OF_OLDER_FOLDERS
 from segdiff.model.cam import ContentAttentionModule
 from segdiff.model.text import DEFAULT_PROMPT_TEMPLATE, ClassEmbedder
 
+CPU_BATCHED_UNET_WIDTH = 128
+"""On a CPU, a UNet whose first block is at most this wide runs its rows in one batch."""
 # A class counts as found in a first-pass chunk when it covers at least this pixel fraction.
 FOUND_FRACTION = 0.002
 CUSTOM_PIPELINE_MODULE = "pipeline_segdiff"
@@ -240,10 +245,16 @@ class SegDiffPipeline(DiffusionPipeline):
         processing_resolution: int,
         batch_size: int,
         max_classes_per_pass: int,
+        generator: torch.Generator | list[torch.Generator] | None,
     ) -> None:
         """Raise a SegDiffInputError naming the first argument a call cannot use."""
         if not images or not all(isinstance(image, Image.Image) for image in images):
             raise SegDiffInputError("images must be one PIL image or a non-empty list of them")
+        if isinstance(generator, list) and len(generator) != len(images):
+            raise SegDiffInputError(
+                f"generator is a list of {len(generator)} for {len(images)} images; give one "
+                "generator per image, or a single one"
+            )
         for name, value in (
             ("num_inference_steps", num_inference_steps),
             ("ensemble_size", ensemble_size),
@@ -267,7 +278,7 @@ class SegDiffPipeline(DiffusionPipeline):
         batch_size: int = 0,
         permute_classes: bool | None = None,
         max_classes_per_pass: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> SegDiffOutput:
         """Segment ``images`` into ``classes``.
 
@@ -286,7 +297,10 @@ class SegDiffPipeline(DiffusionPipeline):
             match_input_resolution (`bool`, defaults to `True`):
                 Return maps at the input size (labels resized by nearest neighbour).
             batch_size (`int`, defaults to 0):
-                Ensemble members per UNet batch; 0 picks one from free memory.
+                Ensemble members per UNet and VAE call; the members of all images of one
+                processing size share these calls. 0 picks the fastest for the device (see
+                `_fastest_batch_size`); the result is the same for every batch size, but for
+                the last bits of fp32 floats.
             permute_classes (`bool`, *optional*):
                 Give each member after the first a shuffled class order, so that
                 level-specific biases average out in the vote (default: the model's
@@ -294,8 +308,10 @@ class SegDiffPipeline(DiffusionPipeline):
             max_classes_per_pass (`int`, *optional*):
                 Longer class lists are decoded in two passes (see ``_segment_vocabulary``);
                 default: the model's.
-            generator (`torch.Generator`, *optional*):
-                Makes the noise, and so the result, reproducible.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                Makes the noise, and so the result, reproducible. A list gives each image its
+                own generator, and then each image's result is the same as when it is
+                segmented alone, whatever the other images and the batch size.
 
         Examples:
 
@@ -314,14 +330,27 @@ class SegDiffPipeline(DiffusionPipeline):
         per_pass = max_classes_per_pass or self.config.max_classes_per_pass
         if permute_classes is None:
             permute_classes = self.config.default_permute_classes
-        self.check_inputs(images, steps, members, resolution, batch_size, per_pass)
+        self.check_inputs(images, steps, members, resolution, batch_size, per_pass, generator)
+        generators = generator if isinstance(generator, list) else [generator] * len(images)
+
+        prepared = [self._preprocess(image, resolution) for image in images]
+        results: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = [None] * len(images)
+        for group in _same_size_groups([pixels.shape for pixels, _ in prepared]):
+            pixels = torch.cat([prepared[i][0] for i in group])
+            image_latents = self._in_batches(
+                "encode", pixels.shape, batch_size, lambda part, px=pixels: self._encode(px[part])
+            )
+            runs = [
+                _Run(steps, members, batch_size, permute_classes, generators[i],
+                     prepared[i][1], per_pass)
+                for i in group
+            ]  # fmt: skip
+            segmented = self._segment_vocabulary(list(image_latents.split(1)), classes, runs)
+            for i, result in zip(group, segmented, strict=True):
+                results[i] = result
 
         output = SegDiffOutput(labels=[], gray=[], uncertainty=[], class_fractions=[])
-        for image in images:
-            pixels, valid_size = self._preprocess(image, resolution)
-            image_latent = self._encode(pixels)
-            run = _Run(steps, members, batch_size, permute_classes, generator, valid_size, per_pass)
-            labels, gray, uncertainty = self._segment_vocabulary(image_latent, classes, run)
+        for image, (labels, gray, uncertainty) in zip(images, results, strict=True):
             if match_input_resolution:
                 size = (image.height, image.width)
                 labels = _resize(labels[None].float(), size, "nearest")[0].to(labels.dtype)
@@ -380,86 +409,123 @@ class SegDiffPipeline(DiffusionPipeline):
         return latent * self.vae.config.scaling_factor
 
     def _segment_vocabulary(
-        self, image_latent: torch.Tensor, classes: list[str], run: "_Run"
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Labels over the whole vocabulary; more classes than one pass holds take two passes.
+        self, image_latents: list[torch.Tensor], classes: list[str], runs: list["_Run"]
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(labels, gray, uncertainty) of each image over the whole vocabulary; more classes
+        than one pass holds take two passes.
 
         Pass 1 segments each chunk of ``max_classes_per_pass`` classes on its own; every class
-        that covers at least FOUND_FRACTION of the image in its chunk goes to pass 2, which
-        segments the image once more with just those classes (the largest ones first if they
+        that covers at least FOUND_FRACTION of an image in its chunk goes to that image's pass
+        2, which segments it once more with just those classes (the largest ones first if they
         still overflow a pass). Labels of pass 2 are mapped back to vocabulary indices.
         """
-        per_pass = run.max_classes_per_pass
+        per_pass = runs[0].max_classes_per_pass
         if len(classes) <= per_pass:
-            return self._segment(image_latent, classes, run)
-        found: dict[int, float] = {}
+            return self._segment(image_latents, classes, runs)
+        found: list[dict[int, float]] = [{} for _ in runs]
         for start in range(0, len(classes), per_pass):
             chunk = classes[start : start + per_pass]
-            labels, _, _ = self._segment(image_latent, chunk, run)
-            fractions = torch.bincount(labels.flatten().long(), minlength=len(chunk))[: len(chunk)]
-            fractions = fractions.float() / labels.numel()
-            for k, fraction in enumerate(fractions.tolist()):
-                if fraction >= FOUND_FRACTION:
-                    found[start + k] = fraction
-        kept = sorted(sorted(found, key=found.get, reverse=True)[:per_pass])
-        if not kept:
-            height, width = run.valid_size
-            dtype = depth_coding.label_dtype(len(classes))
-            none = np.full((height, width), depth_coding.none_label(dtype), dtype=dtype)
-            return torch.from_numpy(none), torch.zeros(height, width), torch.zeros(height, width)
-        labels, gray, uncertainty = self._segment(image_latent, [classes[k] for k in kept], run)
-        labels = depth_coding.recode(labels.numpy(), dict(enumerate(kept)), len(classes))
-        return torch.from_numpy(labels), gray, uncertainty
+            for found_here, (labels, _, _) in zip(
+                found, self._segment(image_latents, chunk, runs), strict=True
+            ):
+                fractions = torch.bincount(labels.flatten().long(), minlength=len(chunk))
+                fractions = fractions[: len(chunk)].float() / labels.numel()
+                for k, fraction in enumerate(fractions.tolist()):
+                    if fraction >= FOUND_FRACTION:
+                        found_here[start + k] = fraction
+        results = []
+        for image_latent, run, found_here in zip(image_latents, runs, found, strict=True):
+            kept = sorted(sorted(found_here, key=found_here.get, reverse=True)[:per_pass])
+            if not kept:
+                height, width = run.valid_size
+                dtype = depth_coding.label_dtype(len(classes))
+                none = np.full((height, width), depth_coding.none_label(dtype), dtype=dtype)
+                zeros = torch.zeros(height, width)
+                results.append((torch.from_numpy(none), zeros, zeros))
+                continue
+            [(labels, gray, uncertainty)] = self._segment(
+                [image_latent], [classes[k] for k in kept], [run]
+            )
+            labels = depth_coding.recode(labels.numpy(), dict(enumerate(kept)), len(classes))
+            results.append((torch.from_numpy(labels), gray, uncertainty))
+        return results
 
     def _segment(
-        self, image_latent: torch.Tensor, classes: list[str], run: "_Run"
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One pass over at most 255 classes: ensemble, decode, vote."""
+        self, image_latents: list[torch.Tensor], classes: list[str], runs: list["_Run"]
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """One pass over at most 255 classes for images of one latent size: every member of
+        every image denoised together, decoded, and each image's members vote."""
         num_classes = len(classes)
         depth_coding.check_num_classes(num_classes)
-        orders = run.class_orders(num_classes, self.device)
         embeddings = self.class_embedder(classes)
-        height, width = run.valid_size
+        orders, noise, condition = [], [], []
+        for image_latent, run in zip(image_latents, runs, strict=True):
+            run_orders = run.class_orders(num_classes, self.device)
+            orders.append(run_orders)
+            # Member by member, so that the noise does not depend on the batch size.
+            shape = (1, self.unet.config.out_channels, *image_latent.shape[-2:])
+            noise += [
+                randn_tensor(shape, generator=run.generator, device=self.device,
+                             dtype=image_latent.dtype)
+                for _ in run_orders
+            ]  # fmt: skip
+            condition.append(image_latent.expand(len(run_orders), -1, -1, -1))
+        context, mask = self.cam([embeddings[order] for member in orders for order in member])
+        latents = self._denoise(torch.cat(condition), context, mask, torch.cat(noise), runs[0])
+        gray = self._in_batches(
+            "decode", latents.shape, runs[0].batch_size,
+            lambda part: self._decode_gray(latents[part]),
+        )  # fmt: skip
+        results, start = [], 0
+        for run, run_orders in zip(runs, orders, strict=True):
+            height, width = run.valid_size
+            member_gray = gray[start : start + len(run_orders), :height, :width]
+            results.append(self._vote(member_gray, run_orders, num_classes))
+            start += len(run_orders)
+        return results
 
-        votes = torch.zeros(num_classes + 1, height, width, device=self.device)
-        gray_sum = torch.zeros(height, width, device=self.device)
+    def _vote(
+        self, member_gray: torch.Tensor, orders: list[torch.Tensor], num_classes: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(labels, gray of the members in class-list order, uncertainty) of one image."""
+        votes = torch.zeros(num_classes + 1, *member_gray.shape[1:], device=self.device)
+        gray_sum = torch.zeros(member_gray.shape[1:], device=self.device)
         gray_count = 0
-        batch = run.batch_size or self._auto_batch_size(image_latent, run.members)
-        for start in range(0, run.members, batch):
-            member_orders = orders[start : start + batch]
-            context, mask = self.cam([embeddings[order] for order in member_orders])
-            latents = self._denoise(image_latent, context, mask, run)
-            gray = self._decode_gray(latents)[:, :height, :width]
-            for order, member_gray in zip(member_orders, gray, strict=True):
-                local = depth_coding.decode(member_gray, num_classes).long()
-                # Local index k under this member's order is class order[k]; none votes in
-                # the extra last row.
-                is_none = local == depth_coding.NONE_LABEL
-                index = torch.where(is_none, num_classes, order[local.clamp(max=num_classes - 1)])
-                votes.scatter_add_(0, index[None], torch.ones_like(votes[:1]))
-                if torch.equal(order, orders[0]):
-                    gray_sum += member_gray
-                    gray_count += 1
+        for order, gray in zip(orders, member_gray, strict=True):
+            local = depth_coding.decode(gray, num_classes).long()
+            # Local index k under this member's order is class order[k]; none votes in the
+            # extra last row.
+            is_none = local == depth_coding.NONE_LABEL
+            index = torch.where(is_none, num_classes, order[local.clamp(max=num_classes - 1)])
+            votes.scatter_add_(0, index[None], torch.ones_like(votes[:1]))
+            if torch.equal(order, orders[0]):
+                gray_sum += gray
+                gray_count += 1
         share, winner = votes.max(dim=0)
         labels = torch.where(winner == num_classes, depth_coding.NONE_LABEL, winner).to(torch.uint8)
-        uncertainty = 1.0 - share / run.members
+        uncertainty = 1.0 - share / len(orders)
         return labels.cpu(), (gray_sum / gray_count).cpu(), uncertainty.cpu()
 
     def _denoise(
-        self, image_latent: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, run: "_Run"
+        self,
+        condition: torch.Tensor,
+        context: torch.Tensor,
+        mask: torch.Tensor,
+        latents: torch.Tensor,
+        run: "_Run",
     ) -> torch.Tensor:
-        batch = context.shape[0]
-        shape = (batch, self.unet.config.out_channels, *image_latent.shape[-2:])
-        latents = randn_tensor(
-            shape, generator=run.generator, device=self.device, dtype=image_latent.dtype
-        )
-        condition = image_latent.expand(batch, -1, -1, -1)
+        """DDIM from ``latents`` (noise), one member per row of every input."""
         self.scheduler.set_timesteps(run.steps, device=self.device)
         for t in self.scheduler.timesteps:
-            unet_input = torch.cat([condition, latents], dim=1)
-            prediction = self.unet(
-                unet_input, t, encoder_hidden_states=context, encoder_attention_mask=mask
-            ).sample
+
+            def predict(part: slice, t=t, latents: torch.Tensor = latents) -> torch.Tensor:
+                unet_input = torch.cat([condition[part], latents[part]], dim=1)
+                return self.unet(
+                    unet_input, t, encoder_hidden_states=context[part],
+                    encoder_attention_mask=mask[part],
+                ).sample  # fmt: skip
+
+            prediction = self._in_batches("unet", latents.shape, run.batch_size, predict)
             latents = self.scheduler.step(prediction, t, latents).prev_sample
         return latents
 
@@ -468,16 +534,41 @@ class SegDiffPipeline(DiffusionPipeline):
         decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         return ((decoded.float().mean(dim=1) + 1.0) * 127.5).clamp(0, 255)
 
-    def _auto_batch_size(self, image_latent: torch.Tensor, members: int) -> int:
-        """All members at once on CPU; on CUDA as many as free memory holds (estimated from
-        the UNet width and latent size, with a safety margin)."""
-        if self.device.type != "cuda":
-            return members
-        free, _ = torch.cuda.mem_get_info(self.device)
-        latent_pixels = image_latent.shape[-2] * image_latent.shape[-1]
-        width = self.unet.config.block_out_channels[0]
-        bytes_per_member = 48 * latent_pixels * width * image_latent.element_size()
-        return int(max(1, min(members, free * 0.6 // max(bytes_per_member, 1))))
+    def _in_batches(
+        self,
+        kind: str,
+        shape: torch.Size,
+        batch_size: int,
+        call: Callable[[slice], torch.Tensor],
+    ) -> torch.Tensor:
+        """``call(rows)`` over the ``shape[0]`` rows of a ``kind`` of work ("encode", "unet" or
+        "decode"), ``batch_size`` rows at a time (0: `_fastest_batch_size`), concatenated."""
+        batch_size = batch_size or self._fastest_batch_size(kind, shape)
+        return torch.cat([call(slice(i, i + batch_size)) for i in range(0, shape[0], batch_size)])
+
+    def _fastest_batch_size(self, kind: str, shape: torch.Size) -> int:
+        """The batch size that runs fastest on this device, by a rule fixed from measurements
+        (benchmarks/README.md) rather than timed at run time, so that a result never depends
+        on the machine's load.
+
+        CUDA: as many rows as free memory holds (estimated from the UNet width and latent
+        size, with a safety margin); the VAE takes the UNet's batch. CPU: the VAE one image at
+        a time (its full-resolution convolutions gain nothing from a batch and lose the cache:
+        the tiny decoder at 128 px takes 0.027 s per image alone, 0.037 s in a batch of 10),
+        a small UNet every row at once (tiny UNet at 128 px: 0.023 s per sample alone, 0.012
+        s in a batch of 10), a UNet as wide as SD2's (320 channels) one row at a time, as a
+        batch of 2 was slower than two calls of 1 there.
+        """
+        rows = shape[0]
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            latent_pixels = shape[-2] * shape[-1]
+            width = self.unet.config.block_out_channels[0]
+            bytes_per_member = 48 * latent_pixels * width * self.unet.dtype.itemsize
+            return int(max(1, min(rows, free * 0.6 // max(bytes_per_member, 1))))
+        if kind == "unet" and self.unet.config.block_out_channels[0] <= CPU_BATCHED_UNET_WIDTH:
+            return rows
+        return 1
 
 
 @dataclass
@@ -499,6 +590,14 @@ class _Run:
             shuffled = torch.randperm(num_classes, generator=self.generator)
             orders.append(shuffled if self.permute_classes else identity)
         return [order.to(device) for order in orders]
+
+
+def _same_size_groups(shapes: list[torch.Size]) -> list[list[int]]:
+    """Indices of the images, grouped by padded processing size (first-seen order)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape), []).append(index)
+    return list(groups.values())
 
 
 def _resize(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:

@@ -62,7 +62,13 @@ class Batch:
     """Each sample's class list, in the order its mask is coded for."""
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.pixels.to(device), self.masks.to(device), self.classes)
+        # non_blocking: a pinned batch (pin_memory below) copies while the GPU still works
+        pixels, masks = (t.to(device, non_blocking=True) for t in (self.pixels, self.masks))
+        return Batch(pixels, masks, self.classes)
+
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies, for a DataLoader with pin_memory=True (CUDA)."""
+        return Batch(self.pixels.pin_memory(), self.masks.pin_memory(), self.classes)
 
     @property
     def labels(self) -> torch.Tensor:

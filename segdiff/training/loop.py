@@ -301,6 +301,7 @@ class Trainer:
             collate_fn=collate,
             num_workers=data.workers,
             persistent_workers=data.workers > 0,
+            pin_memory=self.accelerator.device.type == "cuda",
         )
         return iter(loader)
 

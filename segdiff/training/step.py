@@ -1,8 +1,9 @@
 """One training step on batches in memory: no run folder, no data loader, no checkpoint.
 
 `TrainingStep.from_recipe` turns pipeline components into what a step needs (frozen VAE and
-text encoder in the mixed-precision dtype, UNet + CAM trainable as one `Denoiser`, optimizer,
-LR schedule, EMA, noise generator, and the attention loss when the recipe asks for it),
+text encoder in the mixed-precision dtype, UNet + CAM trainable as one `Denoiser` with the
+recipe's speed settings (`segdiff.training.speed`), optimizer, LR schedule, EMA, noise
+generator, and the attention loss when the recipe asks for it),
 prepared by accelerate. Calling it runs one optimizer step, on batches of pixels (`Batch`,
 encoded here) or of cached latents (`LatentBatch`). The training loop repeats it;
 benchmarks/bench_train.py times it.
@@ -24,6 +25,7 @@ from diffusers.training_utils import EMAModel
 from segdiff.console import console
 from segdiff.model.text import ClassEmbedder
 from segdiff.recipes import NoiseRecipe, OptimRecipe, Recipe
+from segdiff.training import speed
 from segdiff.training.attention import AttentionSupervision
 from segdiff.training.batches import Batch, LatentBatch
 from segdiff.training.objective import Denoiser, diffusion_loss
@@ -66,9 +68,13 @@ class TrainingStep:
             components[name].requires_grad_(False).eval().to(device)
             if dtype != torch.float32:  # frozen parts run in the mixed-precision dtype
                 components[name].to(dtype=dtype)
-        unet = components["unet"].train()
-        if recipe.train.gradient_checkpointing:
+        unet = components["unet"].train().to(device)
+        latent_side = recipe.data.resolution // 2 ** (
+            len(components["vae"].config.block_out_channels) - 1
+        )
+        if speed.use_gradient_checkpointing(recipe, unet, latent_side, dtype, device):
             unet.enable_gradient_checkpointing()
+        speed.apply_speed_settings(unet, recipe.train.compile, recipe.train.channels_last)
         attention = None
         if recipe.train.attention_loss > 0:
             attention = AttentionSupervision(
@@ -152,7 +158,8 @@ class TrainingStep:
 
 
 def make_optimizer(denoiser: Denoiser, optim: OptimRecipe) -> torch.optim.Optimizer:
-    """AdamW, or bitsandbytes' 8-bit AdamW when ``optim.eight_bit`` and it is installed."""
+    """AdamW (fused into one kernel per step on CUDA), or bitsandbytes' 8-bit AdamW when
+    ``optim.eight_bit`` and it is installed."""
     options = {
         "lr": optim.lr,
         "betas": tuple(optim.betas),
@@ -166,7 +173,8 @@ def make_optimizer(denoiser: Denoiser, optim: OptimRecipe) -> torch.optim.Optimi
             console.print("optim.eight_bit: bitsandbytes is not installed; using AdamW")
         else:
             return bitsandbytes.optim.AdamW8bit(denoiser.parameters(), **options)
-    return torch.optim.AdamW(denoiser.parameters(), **options)
+    on_cuda = next(denoiser.parameters()).is_cuda
+    return torch.optim.AdamW(denoiser.parameters(), fused=on_cuda or None, **options)
 
 
 def learning_rate_schedule(

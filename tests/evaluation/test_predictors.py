@@ -56,3 +56,37 @@ def test_predictor_source_gives_the_rgb_image_and_all_classes(make_prepared):
     labels = from_predictor(predict, prepared, ("background", "circle"))
     assert labels("a.png").shape == (3, 5)
     assert calls == [("RGB", (5, 3), ["background", "circle"])]
+
+
+def test_batched_and_unbatched_evaluation_give_the_same_labels(tiny_model_dir, make_prepared):
+    """A model's source segments several images per pipeline call (their members share UNet
+    calls) while the next ones load; each image keeps its own seeded generator, so the
+    labels, and the scores, are those of one image at a time. One image cannot be read: it
+    fails alone."""
+    from segdiff.evaluation.benchmarks import get_benchmark
+    from segdiff.evaluation.evaluate import evaluate
+    from segdiff.evaluation.predictors import BatchedLabels, load_model_predictor
+
+    rng = np.random.default_rng(1)
+    labels = {f"im{i}": rng.integers(0, 4, (12 + 4 * (i % 2), 20)) for i in range(5)}
+    prepared = open_prepared(
+        make_prepared("shapes", get_vocabulary("shapes").classes, labels), "val"
+    )
+    prepared.image_path("im3.png").write_bytes(b"not a picture")
+    benchmark = get_benchmark("shapes")
+    results = {}
+    for per_call in (1, 3):
+        predict, _ = load_model_predictor(
+            str(tiny_model_dir), "cpu", seed=5, ensemble_size=2, images_per_call=per_call
+        )
+        source = from_predictor(predict, prepared, benchmark.classes)
+        assert isinstance(source, BatchedLabels)
+        names = [f"im{i}.png" for i in range(5)]
+        results[per_call] = dict(source.in_order(names))
+        scores = evaluate(benchmark, prepared, source, max_samples=0, progress=False)
+        results[per_call]["confusion"] = scores.confusion
+        assert scores.images_per_second > 0 and [n for n, _ in scores.failures] == ["im3.png"]
+    assert isinstance(results[1]["im3.png"], SegDiffInputError)
+    for name, expected in results[1].items():
+        if not isinstance(expected, SegDiffInputError):
+            assert np.array_equal(expected, results[3][name]), name

@@ -42,11 +42,53 @@ def test_same_seed_same_result_other_seed_other_noise(tiny_pipeline):
     assert not np.array_equal(first.gray[0], other.gray[0])
 
 
-def test_batch_size_does_not_change_the_result(tiny_pipeline):
-    whole = _run(tiny_pipeline, _image(), ensemble_size=4, batch_size=0)
-    one_by_one = _run(tiny_pipeline, _image(), ensemble_size=4, batch_size=1)
-    assert np.array_equal(whole.labels[0], one_by_one.labels[0])
-    np.testing.assert_allclose(whole.gray[0], one_by_one.gray[0], atol=1e-3)
+@pytest.mark.parametrize("image_size", [(40, 24), (37, 21)])  # latent numel /16 or not
+def test_batch_size_does_not_change_the_result(tiny_pipeline, image_size):
+    results = [
+        _run(tiny_pipeline, _image(*image_size), ensemble_size=4, batch_size=batch_size)
+        for batch_size in (0, 1, 3, 4)
+    ]
+    for other in results[1:]:
+        assert np.array_equal(results[0].labels[0], other.labels[0])
+        np.testing.assert_allclose(results[0].gray[0], other.gray[0], atol=1e-3)
+
+
+def test_images_segmented_together_match_images_segmented_alone(tiny_pipeline):
+    """Images of one processing size share UNet calls; with a generator each, every image's
+    labels are those it gets alone, whatever the batch size."""
+    images = [_image(seed=0), _image(width=20, height=30, seed=1), _image(seed=2)]
+    alone = [_run(tiny_pipeline, image, seed=i, ensemble_size=3).labels[0]
+             for i, image in enumerate(images)]  # fmt: skip
+    for batch_size in (0, 2):
+        generators = [torch.Generator().manual_seed(i) for i in range(3)]
+        together = tiny_pipeline(images, CLASSES, ensemble_size=3, batch_size=batch_size,
+                                 generator=generators)  # fmt: skip
+        for expected, labels in zip(alone, together.labels, strict=True):
+            assert np.array_equal(expected, labels)
+
+
+def test_one_generator_per_image_or_one_in_all(tiny_pipeline):
+    with pytest.raises(SegDiffInputError, match="one generator per image"):
+        tiny_pipeline([_image(), _image()], CLASSES, generator=[torch.Generator()])
+
+
+def test_cpu_batches_a_small_unet_and_decodes_one_image_at_a_time(tiny_pipeline, monkeypatch):
+    """The CPU rule of `_fastest_batch_size`: all members per UNet call, the VAE one by one."""
+    unet_batches, decode_batches = [], []
+    unet, decode = tiny_pipeline.unet.forward, tiny_pipeline._decode_gray
+    monkeypatch.setattr(
+        tiny_pipeline.unet,
+        "forward",
+        lambda x, *a, **k: unet_batches.append(len(x)) or unet(x, *a, **k),
+    )
+    monkeypatch.setattr(tiny_pipeline, "_decode_gray",
+                        lambda x: decode_batches.append(len(x)) or decode(x))  # fmt: skip
+    _run(tiny_pipeline, [_image(), _image(seed=1)], ensemble_size=3, num_inference_steps=2)
+    assert unet_batches == [6, 6] and decode_batches == [1] * 6
+    unet_batches.clear()
+    _run(tiny_pipeline, [_image(), _image(seed=1)], ensemble_size=3, num_inference_steps=2,
+         batch_size=4)  # fmt: skip
+    assert unet_batches == [4, 2, 4, 2]
 
 
 def test_aspect_ratio_is_kept_not_squashed(tiny_pipeline, monkeypatch):
@@ -134,7 +176,8 @@ def test_vocabulary_larger_than_one_pass_is_decoded_in_two_passes(tiny_pipeline,
     back to their indices in the whole list."""
     passes = []
 
-    def fake_segment(image_latent, chunk, run):
+    def fake_segment(image_latents, chunk, runs):
+        [run] = runs
         passes.append(list(chunk))
         labels = torch.full(run.valid_size, NONE_LABEL, dtype=torch.uint8)
         if len(passes) == 1:  # classes 0-3
@@ -144,7 +187,7 @@ def test_vocabulary_larger_than_one_pass_is_decoded_in_two_passes(tiny_pipeline,
             labels[:, 30:] = chunk.index("class 6")
         elif len(passes) == 4:  # pass 2 over ["class 1", "class 6"]
             labels[:, :10], labels[:, 10:20] = 1, 0
-        return labels, torch.zeros(run.valid_size), torch.zeros(run.valid_size)
+        return [(labels, torch.zeros(run.valid_size), torch.zeros(run.valid_size))]
 
     monkeypatch.setattr(tiny_pipeline, "_segment", fake_segment)
     classes = [f"class {i}" for i in range(10)]

@@ -57,7 +57,10 @@ ORIGINAL_DEFAULT = (50, 10)
 
 DEFAULT_RESOLUTIONS = {"tiny": [64, 128, 256], "sd2": [768]}
 
-FAST_PRESETS = {"fast-2x10": (2, 10), "fast-4x3": (4, 3), "fast-2x3": (2, 3), "fast-1x1": (1, 1)}
+FAST_PRESETS = {
+    "fast-2x10": (2, 10), "fast-4x3": (4, 3), "fast-2x3": (2, 3),
+    "fast-1x20": (1, 20), "fast-1x10": (1, 10), "fast-1x1": (1, 1),
+}  # fmt: skip
 """Candidate fast settings (steps, ensemble members), all with trailing spacing."""
 
 

@@ -12,7 +12,7 @@ from transformers.utils import logging as transformers_logging
 from segdiff import run_folder
 from segdiff.errors import SegDiffInputError
 from segdiff.imageio import read_json_object
-from segdiff.model import default_model_path
+from segdiff.model import bundled_model_note, default_model_path
 from segdiff.model.folder import check_model_folder, check_model_index
 from segdiff.model.pipeline import SegDiffPipeline
 
@@ -52,11 +52,7 @@ def load_pipeline(
                 "no --model given and this install has no bundled model; pass a segdiff "
                 "model folder or hub id with --model"
             )
-        notes.append(
-            "Using the bundled tiny model: a CPU demo trained only on synthetic shapes "
-            "(background, circle, square, triangle, star, ring, cross), still undertrained "
-            "(about 16 mIoU on held-out shapes); it knows nothing else."
-        )
+        notes.append(bundled_model_note())
     target = pick_device(device)
     dtype = torch.float32
     if half_precision:

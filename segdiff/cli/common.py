@@ -5,7 +5,7 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -73,10 +73,6 @@ def check_output_folder(path: Path | None, option: str = "--output") -> None:
         )
 
 
-PERMUTE_DEFAULT = "true for models segdiff trains, false for folders saved without the key"
-"""What --permute-classes defaults to, for the help of every command that has it."""
-
-
 def model_default_help(key: str, meaning: str) -> str:
     """Help text for a default that comes from the model, with the bundled model's value."""
     from segdiff.model import bundled_model_defaults
@@ -86,6 +82,20 @@ def model_default_help(key: str, meaning: str) -> str:
         value = json.dumps(value)
     bundled = f"; the bundled model's is {value}" if value is not None else ""
     return f" Default: the model's {key} in model_index.json ({meaning}{bundled})."
+
+
+PermuteClassesOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--permute-classes/--no-permute-classes",
+        help="Shuffle the class order of each ensemble member after the first."
+        + model_default_help(
+            "default_permute_classes",
+            "true for models segdiff trains, false for folders saved without the key",
+        ),
+    ),
+]
+"""The --permute-classes option of infer, eval and demo (None: the model's default)."""
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:

@@ -5,10 +5,9 @@ from typing import Annotated
 import typer
 
 from segdiff.cli.common import (
-    PERMUTE_DEFAULT,
+    PermuteClassesOption,
     console,
     fail,
-    model_default_help,
     reports_input_errors,
     reports_out_of_memory,
 )
@@ -34,14 +33,7 @@ def command(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 7860,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: auto).")] = None,
     half_precision: Annotated[bool, typer.Option(help="fp16 weights (CUDA only).")] = False,
-    permute_classes: Annotated[
-        bool | None,
-        typer.Option(
-            "--permute-classes/--no-permute-classes",
-            help="Shuffle the class order of each ensemble member after the first."
-            + model_default_help("default_permute_classes", PERMUTE_DEFAULT),
-        ),
-    ] = None,
+    permute_classes: PermuteClassesOption = None,
 ) -> None:
     """Serve a web page to segment images: upload one, type class names, see the result.
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from segdiff.cli.common import (
-    PERMUTE_DEFAULT,
+    PermuteClassesOption,
     check_output_folder,
     console,
     model_default_help,
@@ -119,14 +119,7 @@ def command(
             "on it.",
         ),
     ] = 8,
-    permute_classes: Annotated[
-        bool | None,
-        typer.Option(
-            "--permute-classes/--no-permute-classes",
-            help="Shuffle the class order of each ensemble member after the first."
-            + model_default_help("default_permute_classes", PERMUTE_DEFAULT),
-        ),
-    ] = None,
+    permute_classes: PermuteClassesOption = None,
 ) -> None:
     """Score a model (or ready-made predictions) on a benchmark: mIoU and friends."""
     from segdiff.data.prepared import open_prepared

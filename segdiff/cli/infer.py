@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from segdiff.cli.common import (
-    PERMUTE_DEFAULT,
+    PermuteClassesOption,
     check_output_folder,
     console,
     fail,
@@ -102,14 +102,7 @@ def command(
             "(CUDA: as many as memory holds)."
         ),
     ] = 0,
-    permute_classes: Annotated[
-        bool | None,
-        typer.Option(
-            "--permute-classes/--no-permute-classes",
-            help="Shuffle the class order of each ensemble member after the first."
-            + model_default_help("default_permute_classes", PERMUTE_DEFAULT),
-        ),
-    ] = None,
+    permute_classes: PermuteClassesOption = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: auto).")] = None,
     skip_existing: Annotated[
         bool,

@@ -1,6 +1,6 @@
 """Does segdiff learn? The bundled model on its example, and a full prepare/train/eval run.
 
-The second is the one slow test of the suite (about 10 minutes on 2 CPU cores): it trains the
+The second is the one slow test of the suite (about 12 minutes on 2 CPU cores): it trains the
 tiny-shapes recipe from scratch, as a user would, and holds it to a measured mIoU.
 """
 

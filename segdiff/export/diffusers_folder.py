@@ -10,23 +10,18 @@ model came with them and a ``README.md`` model card. The fp32 weights are always
 Every written precision is loaded back and compared with the source, weight by weight, before
 the folder is put in place.
 
-For diffusers' own ``DiffusionPipeline.from_pretrained``, which knows only the pipelines of
-its library, the folder names its pipeline ``["pipeline_segdiff", "SegDiffPipeline"]`` and
-ships ``pipeline_segdiff.py`` (an import of segdiff's class), as diffusers expects of
-pipelines from elsewhere: diffusers runs that file only when the caller passes
-``trust_remote_code=True``, and otherwise says that it is needed. segdiff itself never runs it.
+The folder holds no code: ``SegDiffPipeline`` comes from the installed segdiff package.
 """
 
-import json
 import tempfile
 from pathlib import Path
 
 import torch
 
-from segdiff.export.common import StepCallback, check_dtype, write_json, write_records
+from segdiff.export.common import StepCallback, check_dtype, write_records
 from segdiff.export.source import WEIGHTED_COMPONENTS, resolve_source
 from segdiff.export.staging import staged_output
-from segdiff.model.pipeline import CUSTOM_PIPELINE_MODULE, CUSTOM_PIPELINE_TEXT, SegDiffPipeline
+from segdiff.model.pipeline import SegDiffPipeline
 
 
 def export_diffusers(
@@ -50,7 +45,6 @@ def export_diffusers(
         pipe = source.load()
         step("Writing fp32 weights")
         pipe.save_pretrained(staging, safe_serialization=True)
-        _name_pipeline_for_diffusers(staging)
         step("Checking the fp32 weights load back")
         _check_reload(staging, pipe, variant=None)
         step("Writing the model card")
@@ -62,16 +56,6 @@ def export_diffusers(
             step(f"Checking the {dtype} variant loads back")
             _check_reload(staging, pipe, variant=dtype)
     return dtypes
-
-
-def _name_pipeline_for_diffusers(folder: Path) -> None:
-    """Name the pipeline as diffusers names pipelines outside its library, beside the file
-    diffusers then loads it from (with trust_remote_code=True only)."""
-    index_path = folder / "model_index.json"
-    index = json.loads(index_path.read_text(encoding="utf-8"))
-    index["_class_name"] = [CUSTOM_PIPELINE_MODULE, SegDiffPipeline.__name__]
-    write_json(index, index_path)
-    (folder / f"{CUSTOM_PIPELINE_MODULE}.py").write_text(CUSTOM_PIPELINE_TEXT, encoding="utf-8")
 
 
 def _add_variant(pipe: SegDiffPipeline, folder: Path, variant: str) -> None:

@@ -14,7 +14,7 @@ import yaml
 import segdiff
 from segdiff.depth_coding import NONE_LABEL
 from segdiff.export.source import ModelSource
-from segdiff.model.pipeline import CUSTOM_PIPELINE_MODULE, SegDiffPipeline
+from segdiff.model.pipeline import SegDiffPipeline
 
 METRIC_NAMES = {
     "mIoU": "mIoU",
@@ -287,19 +287,11 @@ result = pipe(Image.open("photo.jpg"), ["cat", "sofa", "window"],
 labels = result.labels[0]  # class index per pixel, {NONE_LABEL} = none of the classes
 ```{half}
 
-With diffusers' own loader: SegDiffPipeline is not part of the diffusers library, so this
-folder names it the way diffusers names pipelines from elsewhere, and ships
-`{CUSTOM_PIPELINE_MODULE}.py`, a two-line file that imports it from segdiff. diffusers runs
-that file only when asked to:
-
-```python
-from diffusers import DiffusionPipeline
-
-pipe = DiffusionPipeline.from_pretrained("path/to/this/folder", trust_remote_code=True)
-```
-
-Without `trust_remote_code=True`, diffusers stops and says that the folder holds code to run.
-`SegDiffPipeline.from_pretrained` and `segdiff infer` never run it."""
+The folder holds data only, no code: SegDiffPipeline comes from the installed segdiff
+package. Each network also loads with plain diffusers or transformers, e.g.
+`UNet2DConditionModel.from_pretrained("path/to/this/folder", subfolder="unet")`; diffusers'
+own `DiffusionPipeline` does not know SegDiffPipeline, so use the class above for the whole
+pipeline."""
 
 
 def _usage_onnx(dtypes: list[str]) -> str:

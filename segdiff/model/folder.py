@@ -5,11 +5,9 @@ diffusers imports whatever library and class a ``model_index.json`` names, passe
 config as arguments and allocates what they describe. A damaged or crafted folder would fail
 deep inside it, or take the machine's memory, so segdiff checks first (docs/model-folder.md):
 
-- ``model_index.json`` names a SegDiffPipeline (as ``"SegDiffPipeline"``, or as an export's
-  ``["pipeline_segdiff", "SegDiffPipeline"]``) with exactly the six components, each of a
+- ``model_index.json`` names a SegDiffPipeline with exactly the six components, each of a
   class segdiff saves (COMPONENTS), and the inference defaults, nothing else;
-- no Python file anywhere in the folder, but for the ``pipeline_segdiff.py`` an export ships
-  for diffusers, recognised by its exact text: segdiff never runs code from a model;
+- no Python file anywhere in the folder: segdiff never runs code from a model;
 - each component's config is a JSON object, each weights file a whole safetensors file;
 - the networks the configs describe fit in memory, counted on torch's "meta" device, where
   nothing is allocated.
@@ -44,9 +42,9 @@ PIPELINE_CLASS = "SegDiffPipeline"
 
 def check_model_index(index: dict[str, Any], model: str | Path) -> None:
     """The index of a segdiff model: its class, its six components, its defaults."""
-    from segdiff.model.pipeline import PipelineDefaults, pipeline_class_name
+    from segdiff.model.pipeline import PipelineDefaults
 
-    if pipeline_class_name(index) != PIPELINE_CLASS or "cam" not in index:
+    if index.get("_class_name") != PIPELINE_CLASS or "cam" not in index:
         kind = index.get("_class_name", "unknown")
         raise SegDiffInputError(
             f"{model} is a {kind} folder, not a segdiff model (no 'cam' component). "
@@ -77,25 +75,13 @@ def check_model_index(index: dict[str, Any], model: str | Path) -> None:
 def check_model_folder(folder: Path, loaded: Collection[str] = ()) -> None:
     """Check a local model folder before diffusers reads it (see the module docstring);
     components in ``loaded`` are given as objects and not read from the folder."""
-    from segdiff.model.pipeline import CUSTOM_PIPELINE_MODULE
-
     check_model_index(read_json_object(folder / "model_index.json"), folder)
-    code = sorted(
-        str(p.relative_to(folder))
-        for p in folder.rglob("*.py")
-        if not _is_export_pipeline(folder, p)
-    )
+    code = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.py"))
     if code:
-        pipeline_file = f"{CUSTOM_PIPELINE_MODULE}.py"
-        changed = (
-            f" ({pipeline_file} is not the file segdiff's exports ship: export the model again)"
-            if pipeline_file in code
-            else ""
-        )
         raise SegDiffInputError(
             f"{folder} holds Python files ({', '.join(code[:3])}); a segdiff model folder is "
             "data only, and segdiff never runs code from one. Remove them if you trust the "
-            f"rest.{changed}"
+            "rest."
         )
     for name in COMPONENTS:
         if name in loaded:
@@ -114,19 +100,6 @@ def check_component_folder(folder: Path, name: str) -> None:
     config = _read_config(config_path)
     _check_weights(folder)
     _check_size(name, config, config_path)
-
-
-def _is_export_pipeline(folder: Path, path: Path) -> bool:
-    """Whether ``path`` is the ``pipeline_segdiff.py`` an export ships for diffusers: at the
-    top of the folder, a plain file, and exactly the text segdiff writes (never run here)."""
-    from segdiff.model.pipeline import CUSTOM_PIPELINE_MODULE, CUSTOM_PIPELINE_TEXT
-
-    if path != folder / f"{CUSTOM_PIPELINE_MODULE}.py" or path.is_symlink() or not path.is_file():
-        return False
-    try:
-        return path.read_text(encoding="utf-8") == CUSTOM_PIPELINE_TEXT
-    except (OSError, UnicodeDecodeError):
-        return False
 
 
 def _is_default_value(key: str, value: Any) -> bool:

@@ -34,30 +34,6 @@ CPU_BATCHED_UNET_WIDTH = 128
 """On a CPU, a UNet whose first block is at most this wide runs its rows in one batch."""
 # A class counts as found in a first-pass chunk when it covers at least this pixel fraction.
 FOUND_FRACTION = 0.002
-CUSTOM_PIPELINE_MODULE = "pipeline_segdiff"
-"""An exported folder names its pipeline ``[CUSTOM_PIPELINE_MODULE, "SegDiffPipeline"]``, as
-diffusers names pipelines outside its library, and ships ``pipeline_segdiff.py`` holding
-CUSTOM_PIPELINE_TEXT; diffusers' own ``DiffusionPipeline`` loads it then, with
-``trust_remote_code=True`` only. segdiff itself never runs that file."""
-CUSTOM_PIPELINE_TEXT = '''"""Lets diffusers load this folder:
-DiffusionPipeline.from_pretrained(folder, trust_remote_code=True).
-The pipeline is segdiff's (pip install segdiff)."""
-
-from segdiff import SegDiffPipeline
-
-__all__ = ["SegDiffPipeline"]
-'''
-
-
-def pipeline_class_name(index: dict) -> object:
-    """The pipeline class named by a model_index.json, in either of the forms segdiff writes:
-    ``"SegDiffPipeline"``, or ``[CUSTOM_PIPELINE_MODULE, "SegDiffPipeline"]`` in an export."""
-    name = index.get("_class_name")
-    if isinstance(name, list) and len(name) == 2 and name[0] == CUSTOM_PIPELINE_MODULE:
-        return name[1]
-    return name
-
-
 EXAMPLE_DOC_STRING = """
     Examples:
     ```py
@@ -203,18 +179,15 @@ class SegDiffPipeline(DiffusionPipeline):
         given = [name for name in kwargs if name in COMPONENTS]
         check_is_segdiff_model(pretrained_model_name_or_path, kwargs.get("cache_dir"), given)
         kwargs.setdefault("use_safetensors", True)
-        kwargs.pop("trust_remote_code", None)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def load_config(cls, *args, **kwargs):
-        """The config, with an export's ``[module, class]`` pipeline name read as the class:
-        this class loads it as it is, never running the module file the export ships. A
-        default the folder predates takes the value it had then (DEFAULTS_OF_OLDER_FOLDERS)."""
+        """The config; a default the folder predates takes the value it had then
+        (DEFAULTS_OF_OLDER_FOLDERS)."""
         loaded = super().load_config(*args, **kwargs)
         config = loaded[0] if isinstance(loaded, tuple) else loaded
         if "_class_name" in config:
-            config["_class_name"] = pipeline_class_name(config)
             for key, value in DEFAULTS_OF_OLDER_FOLDERS.items():
                 config.setdefault(key, value)
         return loaded

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from segdiff import run_folder
 from segdiff.cli import app
 from segdiff.model import BUNDLED_MODEL_DIR
-from segdiff.model.pipeline import CUSTOM_PIPELINE_MODULE, CUSTOM_PIPELINE_TEXT, SegDiffPipeline
+from segdiff.model.pipeline import SegDiffPipeline
 from segdiff.recipes import Recipe, save_recipe
 from segdiff.training import checkpoints
 
@@ -375,13 +375,9 @@ MODEL_DAMAGE = {
         lambda m: (m / "cam" / "modeling_cam.py").write_text("import os"),
         "holds Python files (cam/modeling_cam.py)",
     ),
-    "pipeline-file-changed": (
-        lambda m: (m / "pipeline_segdiff.py").write_text(CUSTOM_PIPELINE_TEXT + "import os\n"),
-        "pipeline_segdiff.py is not the file segdiff's exports ship",
-    ),
-    "pipeline-file-nested": (
-        lambda m: (m / "cam" / "pipeline_segdiff.py").write_text(CUSTOM_PIPELINE_TEXT),
-        "holds Python files (cam/pipeline_segdiff.py)",
+    "pipeline-file": (
+        lambda m: (m / "pipeline_segdiff.py").write_text("from segdiff import SegDiffPipeline"),
+        "holds Python files (pipeline_segdiff.py)",
     ),
     "class-name-list": (
         lambda m: _edit_json(m / "model_index.json", lambda d: d.update(_class_name=["os", "x"])),
@@ -431,22 +427,6 @@ def test_a_model_folder_is_checked_as_data(tmp_path, tiny_model_dir, damage):
     image = _write_image(tmp_path / "a.png")
     result = _infer(image, "-c", "a,b", "--model", model, "-o", tmp_path / "o", *FAST)
     _assert_clean_error(result, message)
-
-
-def test_the_pipeline_file_of_an_export_is_accepted_as_written(tmp_path, tiny_model_dir):
-    """An export names its pipeline ["pipeline_segdiff", "SegDiffPipeline"] and ships
-    pipeline_segdiff.py for diffusers' own loader: segdiff loads it without running it."""
-    model = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, model)
-    _edit_json(
-        model / "model_index.json",
-        lambda d: d.update(_class_name=[CUSTOM_PIPELINE_MODULE, "SegDiffPipeline"]),
-    )
-    (model / f"{CUSTOM_PIPELINE_MODULE}.py").write_text(CUSTOM_PIPELINE_TEXT)
-    image = _write_image(tmp_path / "a.png")
-    result = _infer(image, "-c", "a,b", "--model", model, "-o", tmp_path / "o", *FAST)
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "o" / "a_labels.png").is_file()
 
 
 def test_a_checkpoint_or_a_run_works_as_model(tmp_path, tiny_pipeline):

@@ -105,46 +105,55 @@ def test_the_bundled_model_card_tells_how_it_was_made(tmp_path):
 RECEIVER = """
 import sys
 
-import numpy as np
 import torch
-from diffusers import DiffusionPipeline
-from PIL import Image
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
 
 folder = sys.argv[1]
-try:
-    DiffusionPipeline.from_pretrained(folder)
-except ValueError as err:
-    print("REFUSED:", " ".join(str(err).split()))
-assert "segdiff" not in sys.modules  # nothing of the folder ran
-pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
-pipe.set_progress_bar_config(disable=True)
-image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 40, 3), np.uint8))
-labels = pipe(image, ["sky", "tree", "road"], num_inference_steps=1, ensemble_size=1,
-              generator=torch.Generator().manual_seed(0)).labels[0]
-np.save(sys.argv[2], labels)
-print("LOADED:", type(pipe).__name__)
+unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True)
+vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True)
+text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
+CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+generator = torch.Generator().manual_seed(0)
+sample = torch.randn(1, unet.config.in_channels, 8, 8, generator=generator)
+context = torch.randn(1, 3, unet.config.cross_attention_dim, generator=generator)
+with torch.no_grad():
+    prediction = unet(sample, torch.tensor([999]), context).sample
+torch.save(prediction, sys.argv[2])
+assert "segdiff" not in sys.modules
+print("LOADED:", vae.config.latent_channels, text_encoder.config.hidden_size)
 """
 
 
-def test_diffusers_alone_loads_an_export_only_when_asked_to_run_its_file(
-    fp16_export, source_labels, tmp_path
+def test_plain_diffusers_and_transformers_load_the_networks_of_an_export(
+    fp16_export, tiny_pipeline, tmp_path
 ):
-    """The receiving side: a script that imports diffusers, never segdiff."""
+    """The receiving side: a script that imports diffusers and transformers, never segdiff,
+    loads every network of the export and gets the source UNet's prediction; the folder
+    ships no code."""
     import os
     import subprocess
     import sys
 
+    assert not list(fp16_export.rglob("*.py"))
+    assert json.loads((fp16_export / "model_index.json").read_text())["_class_name"] == (
+        "SegDiffPipeline"
+    )
     script = tmp_path / "receiver.py"
     script.write_text(RECEIVER)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-           "HF_MODULES_CACHE": str(tmp_path / "modules")}  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     done = subprocess.run(
-        [sys.executable, str(script), str(fp16_export), str(tmp_path / "labels.npy")],
+        [sys.executable, str(script), str(fp16_export), str(tmp_path / "prediction.pt")],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "REFUSED:" in done.stdout and "trust_remote_code=True" in done.stdout
-    assert "LOADED: SegDiffPipeline" in done.stdout
-    assert np.array_equal(np.load(tmp_path / "labels.npy"), source_labels)
-    # SegDiffPipeline itself loads the export as it is, without running the file
-    assert type(SegDiffPipeline.from_pretrained(fp16_export)) is SegDiffPipeline
+    assert "LOADED:" in done.stdout
+    generator = torch.Generator().manual_seed(0)
+    unet = tiny_pipeline.unet
+    sample = torch.randn(1, unet.config.in_channels, 8, 8, generator=generator)
+    context = torch.randn(1, 3, unet.config.cross_attention_dim, generator=generator)
+    with torch.no_grad():
+        expected = unet(sample, torch.tensor([999]), context).sample
+    received = torch.load(tmp_path / "prediction.pt", weights_only=True)
+    torch.testing.assert_close(received, expected)

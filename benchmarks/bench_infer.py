@@ -7,10 +7,11 @@ processes falls on both alike; medians are reported, one row per resolution and 
 
 The baseline (``OriginalLoop``) rebuilds the original implementation's inference loop on
 segdiff's components: ensemble members one at a time, the image re-encoded by the VAE and the
-class prompts re-encoded by the text encoder for every member, fp32, DDIM with "leading"
-timestep spacing, the input squashed to a square. Its decoding and vote are segdiff's (depth
-levels, per-pixel majority), so accuracy differences come from the loop's settings alone and
-not from the original's decoding defects (docs/method.md), which cost no time.
+class prompts re-encoded by the text encoder for every member, fp32, diffusers' default
+attention processor, DDIM with "leading" timestep spacing, the input squashed to a square.
+Its decoding and vote are segdiff's (depth levels, per-pixel majority), so accuracy
+differences come from the loop's settings alone and not from the original's decoding defects
+(docs/method.md), which cost no time.
 
     python benchmarks/bench_infer.py --threads 1           # tiny, CPU: 64, 128, 256 px, 10x10
     python benchmarks/bench_infer.py --threads 1 --data D  # with mIoU on a prepared shapes split
@@ -41,6 +42,7 @@ from _common import (
     set_threads,
 )
 from diffusers import DDIMScheduler
+from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
@@ -54,6 +56,9 @@ from segdiff.vocabularies import get_vocabulary
 
 ORIGINAL_DEFAULT = (50, 10)
 """The original implementation's default: 50 DDIM steps ("leading") x 10 ensemble members."""
+
+AUTOCAST = "bf16-autocast"
+"""segdiff with fp32 weights under bf16 autocast (`SegDiffPipeline.enable_bf16_autocast`)."""
 
 DEFAULT_RESOLUTIONS = {"tiny": [64, 128, 256], "sd2": [768]}
 
@@ -150,14 +155,18 @@ def load_pipelines(args: argparse.Namespace, device: torch.device):
     pipe.to(device)
     fast = {}
     for dtype in args.dtype:
-        options_changed = dtype != "fp32" or args.channels_last or args.compile
-        fast[dtype] = copy.deepcopy(pipe) if options_changed else pipe
-        fast[dtype].to(dtype=DTYPES[dtype])
+        fast[dtype] = copy.deepcopy(pipe)
+        if dtype == AUTOCAST:
+            fast[dtype].enable_bf16_autocast()
+        else:
+            fast[dtype].to(dtype=DTYPES[dtype])
         if args.channels_last:
             fast[dtype].unet.to(memory_format=torch.channels_last)
             fast[dtype].vae.to(memory_format=torch.channels_last)
         if args.compile:
             fast[dtype].unet.compile()
+    # The baseline attends as the original did: diffusers' default processor everywhere.
+    pipe.unet.set_attn_processor(AttnProcessor2_0())
     return pipe, fast, note
 
 
@@ -301,7 +310,7 @@ def unet_speed(pipe: SegDiffPipeline, classes, resolution, args, device) -> Unet
 
     def forward(size: int, decode: bool = False):
         def run(_: int) -> None:
-            with torch.no_grad():
+            with torch.no_grad(), pipe._autocast():
                 for start in range(0, batch, size):
                     chunk = slice(start, start + size)
                     if decode:
@@ -400,8 +409,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", help="tiny: model folder (default: the bundled model)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument(
-        "--dtype", nargs="+", choices=list(DTYPES), default=["fp32", "bf16"],
-        help="segdiff's dtypes, one setting each (the baseline is fp32)",
+        "--dtype", nargs="+", choices=[*DTYPES, AUTOCAST], default=["fp32", AUTOCAST],
+        help=f"segdiff's precisions, one setting each ({AUTOCAST}: fp32 weights under bf16 "
+        "autocast, what --half-precision runs on a CPU with native bf16; the baseline is fp32)",
     )  # fmt: skip
     parser.add_argument(
         "--resolution", "--resolutions", dest="resolutions", type=int, nargs="+",

@@ -49,15 +49,17 @@ def test_bench_infer_compares_baseline_and_segdiff_with_accuracy(
         *("--model", str(tiny_model_dir), "--resolution", "32"),
         *("--steps", "1", "--ensemble", "2", "--images", "1"),
         *("--data", str(shapes_val), "--limit", "1", "--json", str(report)),
-        *("--peak-tflops", "1.0"),
+        *("--peak-tflops", "1.0", "--dtype", "fp32", "bf16-autocast", "bf16"),
     )
     payload = json.loads(report.read_text())
     rows = payload["rows"]
     settings = [(row["setting"]["method"], row["setting"]["dtype"]) for row in rows]
-    assert settings == [("baseline", "fp32"), ("segdiff", "fp32"), ("segdiff", "bf16")]
+    assert settings == [
+        ("baseline", "fp32"), ("segdiff", "fp32"), ("segdiff", "bf16-autocast"), ("segdiff", "bf16")
+    ]  # fmt: skip
     assert all(row["seconds_per_image"] > 0 for row in rows)
     assert all(0 <= row["miou"] <= 100 for row in rows)
-    assert "| 32 | baseline-1x2 |" in stdout and "| 32 | segdiff-bf16-1x2 |" in stdout
+    assert "| 32 | baseline-1x2 |" in stdout and "| 32 | segdiff-bf16-autocast-1x2 |" in stdout
     assert "(square, of each resolution)" in stdout  # equal work: the same pixels
     # the tiny UNet at 16x16 latents does a few MFLOPs per sample, well under a GFLOP
     assert 1e6 < payload["unet"]["32"]["flops_per_sample"] < 1e9

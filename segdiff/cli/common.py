@@ -97,6 +97,16 @@ PermuteClassesOption = Annotated[
 ]
 """The --permute-classes option of infer, eval and demo (None: the model's default)."""
 
+HalfPrecisionOption = Annotated[
+    bool,
+    typer.Option(
+        "--half-precision",
+        help="fp16 weights on CUDA; on a CPU with native bf16 (AVX-512 BF16, AMX), bf16 "
+        "autocast: faster, same mIoU.",
+    ),
+]
+"""The --half-precision option of infer, eval and demo (`segdiff.model.loading`)."""
+
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
     """``KEY=VALUE`` arguments to a dict (values stay strings; recipes parse them)."""

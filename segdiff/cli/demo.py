@@ -5,6 +5,7 @@ from typing import Annotated
 import typer
 
 from segdiff.cli.common import (
+    HalfPrecisionOption,
     PermuteClassesOption,
     console,
     fail,
@@ -32,7 +33,7 @@ def command(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 7860,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: auto).")] = None,
-    half_precision: Annotated[bool, typer.Option(help="fp16 weights (CUDA only).")] = False,
+    half_precision: HalfPrecisionOption = False,
     permute_classes: PermuteClassesOption = None,
 ) -> None:
     """Serve a web page to segment images: upload one, type class names, see the result.

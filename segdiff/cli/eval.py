@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from segdiff.cli.common import (
+    HalfPrecisionOption,
     PermuteClassesOption,
     check_output_folder,
     console,
@@ -95,12 +96,7 @@ def command(
             + model_default_help("default_processing_resolution", "768 for models segdiff trains"),
         ),
     ] = None,
-    half_precision: Annotated[
-        bool,
-        typer.Option(
-            "--half-precision", help="fp16 weights on CUDA; bf16 on a CPU with native bf16."
-        ),
-    ] = False,
+    half_precision: HalfPrecisionOption = False,
     seed: Annotated[int | None, typer.Option(help="Seed of each image's noise.")] = None,
     batch_size: Annotated[
         int,

@@ -8,6 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from segdiff.cli.common import (
+    HalfPrecisionOption,
     PermuteClassesOption,
     check_output_folder,
     console,
@@ -89,9 +90,7 @@ def command(
     output_processing_res: Annotated[
         bool, typer.Option(help="Write maps at the processing size instead of the input size.")
     ] = False,
-    half_precision: Annotated[
-        bool, typer.Option(help="fp16 weights on CUDA; bf16 on a CPU with native bf16.")
-    ] = False,
+    half_precision: HalfPrecisionOption = False,
     seed: Annotated[
         int | None, typer.Option(help="Random seed, 0 to 2^32 - 1 (default: drawn, recorded).")
     ] = None,

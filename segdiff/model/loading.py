@@ -40,9 +40,10 @@ def load_pipeline(
 ) -> tuple[SegDiffPipeline, list[str]]:
     """Load ``model`` (default: the bundled tiny shapes model) on ``device``.
 
-    Half precision means fp16 weights on CUDA, and bf16 on a CPU with native bf16 (AVX-512
-    BF16 or AMX: the tiny model at 256 px runs 1.8x as fast as in fp32, at the same mIoU,
-    benchmarks/README.md). Other CPUs stay fp32, and the returned notes say so.
+    Half precision means fp16 weights on CUDA, and on a CPU with native bf16 (AVX-512 BF16 or
+    AMX) fp32 weights run under bf16 autocast (`SegDiffPipeline.enable_bf16_autocast`: the
+    tiny model at 256 px 1.8x as fast as in fp32, at the same mIoU). Other CPUs stay fp32, and
+    the returned notes say so.
     """
     notes = []
     if model is None:
@@ -55,11 +56,12 @@ def load_pipeline(
         notes.append(bundled_model_note())
     target = pick_device(device)
     dtype = torch.float32
+    bf16_autocast = False
     if half_precision:
         if target.type == "cuda":
             dtype = torch.float16
         elif target.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            dtype = torch.bfloat16
+            bf16_autocast = True
         else:
             notes.append(
                 "--half-precision: this CPU has no native bf16 (AVX-512 BF16 or AMX); running fp32."
@@ -83,6 +85,7 @@ def load_pipeline(
         raise SegDiffInputError(f"cannot load the model {model}: {err}") from err
     pipe.set_progress_bar_config(disable=True)
     pipe.to(target)
+    pipe.enable_bf16_autocast(bf16_autocast)
     # NHWC convolutions: oneDNN (CPU) and tensor cores (CUDA) run them without the layout
     # conversions NCHW costs (the tiny model at 128 px on a CPU: 10% less time).
     pipe.unet.to(memory_format=torch.channels_last)

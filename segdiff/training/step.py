@@ -23,6 +23,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from segdiff.console import console
+from segdiff.model.attention import use_few_keys_attention
 from segdiff.model.text import ClassEmbedder
 from segdiff.recipes import NoiseRecipe, OptimRecipe, Recipe
 from segdiff.training import speed
@@ -74,6 +75,8 @@ class TrainingStep:
         )
         if speed.use_gradient_checkpointing(recipe, unet, latent_side, dtype, device):
             unet.enable_gradient_checkpointing()
+        # As validation's pipeline would install it: one attention code path for the whole run.
+        use_few_keys_attention(unet)
         speed.apply_speed_settings(unet, recipe.train.compile, recipe.train.channels_last)
         attention = None
         if recipe.train.attention_loss > 0:

@@ -248,6 +248,22 @@ def test_golden_values_of_a_tiny_seeded_pipeline(tiny_pipeline):
     np.testing.assert_allclose(uncertainty[10, 16:24], expected_uncertainty, atol=1e-3)
 
 
+def test_bf16_autocast_keeps_fp32_weights_noise_and_outputs(tiny_pipeline):
+    """Under bf16 autocast the UNet and VAE compute in bf16, the rest (noise, scheduler, vote)
+    stays fp32: the gray maps stay near fp32's, and turning it off gives fp32's exactly."""
+    fp32 = _run(tiny_pipeline, _image(), ensemble_size=3)
+    tiny_pipeline.enable_bf16_autocast()
+    try:
+        bf16 = _run(tiny_pipeline, _image(), ensemble_size=3)
+    finally:
+        tiny_pipeline.enable_bf16_autocast(False)
+    again = _run(tiny_pipeline, _image(), ensemble_size=3)
+    assert tiny_pipeline.unet.dtype == torch.float32 and bf16.gray[0].dtype == np.float32
+    assert np.abs(bf16.gray[0] - fp32.gray[0]).mean() < 2.0  # of 255; bf16 keeps ~3 digits
+    assert not np.array_equal(bf16.gray[0], fp32.gray[0])
+    assert np.array_equal(again.gray[0], fp32.gray[0])
+
+
 def test_bad_arguments_are_input_errors_before_any_work(tiny_pipeline):
     with pytest.raises(SegDiffInputError, match="PIL image"):
         tiny_pipeline(np.zeros((8, 8, 3), np.uint8), CLASSES)

@@ -42,7 +42,7 @@ def load_pipeline(
 
     Half precision means fp16 weights on CUDA, and on a CPU with native bf16 (AVX-512 BF16 or
     AMX) fp32 weights run under bf16 autocast (`SegDiffPipeline.enable_bf16_autocast`: the
-    tiny model at 256 px 1.8x as fast as in fp32, at the same mIoU). Other CPUs stay fp32, and
+    tiny model at 256 px 1.7x as fast as in fp32, at the same mIoU). Other CPUs stay fp32, and
     the returned notes say so.
     """
     notes = []

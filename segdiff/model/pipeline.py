@@ -208,7 +208,7 @@ class SegDiffPipeline(DiffusionPipeline):
         """Run the UNet and the VAE under `torch.autocast` in bfloat16, the weights staying
         in their dtype: matrix products and convolutions in bf16, normalizations and softmax in
         fp32. On a CPU with native bf16 (AVX-512 BF16 or AMX) the tiny model at 256 px runs
-        1.8x as fast as in fp32 at the same mIoU, where casting the weights to bf16 cost 0.7-0.9
+        1.7x as fast as in fp32 at the same mIoU, where casting the weights to bf16 cost 0.7-0.9
         mIoU (benchmarks/README.md). What `--half-precision` uses on such CPUs."""
         self._bf16_autocast = enabled
 

@@ -200,10 +200,22 @@ def _start_prepare(out, *extra):
 
 def test_ctrl_c_stops_the_workers_quietly_and_says_how_to_continue(tmp_path):
     import signal
+    import subprocess
 
     process = _start_prepare(tmp_path / "out")
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    stdout, stderr = process.communicate(timeout=60)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        # Which of the two a hang is: the main process stuck, or a worker outliving it with
+        # the output pipes open (communicate waits for both pipes to close).
+        main_exited = process.poll() is not None
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(
+            "prepare did not finish within 60 s of Ctrl-C: "
+            + ("a worker outlived the main process" if main_exited else "the main process hung")
+        )
     assert process.returncode == 130, stderr
     assert "ForkPoolWorker" not in stderr and "Traceback" not in stderr
     assert "Interrupted. The images finished so far are kept: run the same command again" in (

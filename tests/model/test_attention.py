@@ -19,36 +19,37 @@ def _layer(seed: int = 0) -> Attention:
     return Attention(query_dim=32, cross_attention_dim=16, heads=8, dim_head=4).eval()
 
 
-def _both(layer, hidden, context=None, mask=None, grad=False):
-    """Outputs (and input gradients) of the default processor and FewKeysAttnProcessor."""
-    results = []
-    for processor in (AttnProcessor2_0(), FewKeysAttnProcessor()):
-        layer.set_processor(processor)
-        x = hidden.clone().requires_grad_(grad)
-        out = layer(x, encoder_hidden_states=context, attention_mask=mask)
-        if grad:
-            out.square().sum().backward()
-        results.append((out.detach(), x.grad))
-    return results
+def _forward(layer, processor, hidden, context=None, mask=None):
+    """``layer``'s output with ``processor``, and the gradient of its squared sum with respect
+    to ``hidden``."""
+    layer.set_processor(processor)
+    x = hidden.clone().requires_grad_(True)
+    out = layer(x, encoder_hidden_states=context, attention_mask=mask)
+    out.square().sum().backward()
+    return out.detach(), x.grad
+
+
+def _both(layer, hidden, context=None, mask=None):
+    """Outputs and input gradients of the default processor and FewKeysAttnProcessor."""
+    return [
+        _forward(layer, processor, hidden, context, mask)
+        for processor in (AttnProcessor2_0(), FewKeysAttnProcessor())
+    ]
 
 
 @pytest.mark.parametrize("keys", [1, 9, MAX_KEYS_FOR_KEYS_FIRST])
 def test_keys_first_equals_default_attention(keys, monkeypatch):
     hidden, context = torch.randn(3, 50, 32), torch.randn(3, keys, 16)
-    (default, default_grad), _ = _both(_layer(), hidden, context, grad=True)
+    default, default_grad = _forward(_layer(), AttnProcessor2_0(), hidden, context)
 
     def fused_kernel_used(*args, **kwargs):
         raise AssertionError("the keys-first path should not call the fused kernel")
 
     # The keys-first path must really run, not hand over to the default one.
     monkeypatch.setattr(F, "scaled_dot_product_attention", fused_kernel_used)
-    layer = _layer()
-    layer.set_processor(FewKeysAttnProcessor())
-    x = hidden.clone().requires_grad_(True)
-    out = layer(x, encoder_hidden_states=context)
-    out.square().sum().backward()
-    torch.testing.assert_close(out.detach(), default, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(x.grad, default_grad, rtol=1e-4, atol=1e-4)
+    out, grad = _forward(_layer(), FewKeysAttnProcessor(), hidden, context)
+    torch.testing.assert_close(out, default, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, default_grad, rtol=1e-4, atol=1e-4)
 
 
 def test_keys_first_honours_the_padding_mask():
@@ -63,7 +64,7 @@ def test_keys_first_honours_the_padding_mask():
 
     changed = context.clone()
     changed[1, 6:] = 100.0
-    (_, _), (few_keys_changed, _) = _both(_layer(), hidden, changed, bias)
+    few_keys_changed, _ = _forward(_layer(), FewKeysAttnProcessor(), hidden, changed, bias)
     torch.testing.assert_close(few_keys_changed, few_keys, rtol=1e-5, atol=1e-5)
 
 
